@@ -1,0 +1,188 @@
+#pragma once
+
+// A single libpq connection: RAII, move-only, bound parameters only.
+// Thread-safety: a connection is used by one thread at a time; only cancel_handle may be used
+// from another thread while a statement runs.
+
+#include <chrono>
+#include <cstddef>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "sluice/pg/error.hpp"
+#include "sluice/pg/params.hpp"
+#include "sluice/pg/result.hpp"
+
+struct pg_conn;    // libpq's PGconn
+struct pg_cancel;  // libpq's PGcancel
+
+namespace sluice::pg {
+
+struct connect_options {
+  // A conninfo string ("host=... port=...") or a URI ("postgresql://..."). Empty: libpq's
+  // defaults and the standard PG* environment variables.
+  std::string conninfo;
+  // Upper bound on the whole connect (libpq's connect_timeout has one-second granularity; a
+  // value below one second is rounded up to one).
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
+  // Shown in pg_stat_activity. Empty: keep whatever conninfo or PGAPPNAME says.
+  std::string application_name;
+  // Applied with SET at connect when set.
+  std::optional<std::chrono::milliseconds> statement_timeout;
+  // TCP keepalives so a dead peer is noticed (ignored on Unix sockets).
+  bool keepalives = true;
+};
+
+enum class transaction_status { idle, active, in_transaction, in_error, unknown };
+
+[[nodiscard]] std::string_view to_string(transaction_status s) noexcept;
+
+struct notification {
+  std::string channel;
+  std::string payload;
+  int backend_pid = 0;
+};
+
+// Cancels the statement running on a connection. Safe to use from another thread while the
+// connection's owner waits for its result; must not outlive the connection's process.
+class cancel_handle {
+ public:
+  cancel_handle() = default;
+  explicit cancel_handle(pg_cancel* c) noexcept : cancel_(c) {}
+  // Sends a cancel request. Returns false (and fills `error_message`) when it could not be sent;
+  // true does not mean that a statement was running.
+  bool cancel(std::string* error_message = nullptr) const;
+  [[nodiscard]] bool valid() const noexcept { return cancel_ != nullptr; }
+
+ private:
+  struct deleter {
+    void operator()(pg_cancel* c) const noexcept;
+  };
+  std::unique_ptr<pg_cancel, deleter> cancel_;
+};
+
+class connection {
+ public:
+  // An empty connection (no server behind it); valid() is false.
+  connection() = default;
+  // Opens a connection. Throws connection_error (with the server's SQLSTATE when it refused,
+  // e.g. 53300) naming host, port, database and user, never the password.
+  static connection open(const connect_options& options);
+
+  connection(connection&& other) noexcept;
+  connection& operator=(connection&& other) noexcept;
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection();
+
+  [[nodiscard]] bool valid() const noexcept { return conn_ != nullptr; }
+  // True while libpq reports CONNECTION_OK and no poisoning error was seen.
+  [[nodiscard]] bool is_ok() const noexcept;
+  // Set once an error that poisons the connection was raised on it; never cleared.
+  [[nodiscard]] bool poisoned() const noexcept { return poisoned_ || !is_ok(); }
+  void mark_poisoned() noexcept { poisoned_ = true; }
+  [[nodiscard]] transaction_status tx_status() const noexcept;
+  [[nodiscard]] int backend_pid() const noexcept;
+  [[nodiscard]] int server_version() const noexcept;  // e.g. 150018
+  // "host=127.0.0.1 port=5432 dbname=x user=y": for messages; never contains a password.
+  [[nodiscard]] const std::string& describe() const noexcept { return description_; }
+
+  // Round trip to the server with an empty statement. False (and the connection marked
+  // poisoned) when the server does not answer properly.
+  bool ping() noexcept;
+
+  // Runs SQL without parameters (simple protocol; several statements allowed, the last
+  // result is returned). Throws sql_error or connection_error.
+  result exec(std::string_view sql);
+  // Runs one statement with bound parameters (extended protocol, unnamed statement).
+  result exec(std::string_view sql, const param_list& params);
+  template <class... Ts>
+  result query(std::string_view sql, Ts&&... args) {
+    return exec(sql, param_list::of(std::forward<Ts>(args)...));
+  }
+
+  // Named prepared statements.
+  void prepare(const std::string& name, std::string_view sql);
+  result exec_prepared(const std::string& name, const param_list& params);
+
+  // Runs through the per-connection statement cache: the first use of a SQL text prepares it,
+  // later uses execute the prepared statement. The cache holds at most
+  // statement_cache_capacity() statements, evicting the least recently used (DEALLOCATE).
+  // With capacity 0 (for PgBouncer transaction pooling) it is the same as exec(sql, params).
+  // A statement that vanished server-side (26000, e.g. after DISCARD ALL) is prepared again.
+  result exec_cached(std::string_view sql, const param_list& params);
+  template <class... Ts>
+  result query_cached(std::string_view sql, Ts&&... args) {
+    return exec_cached(sql, param_list::of(std::forward<Ts>(args)...));
+  }
+  void set_statement_cache_capacity(std::size_t capacity);
+  [[nodiscard]] std::size_t statement_cache_capacity() const noexcept { return cache_capacity_; }
+  [[nodiscard]] std::size_t statement_cache_size() const noexcept { return cache_index_.size(); }
+  // Forgets the cache without talking to the server (after DISCARD ALL / DEALLOCATE ALL).
+  void forget_statement_cache() noexcept;
+
+  void set_statement_timeout(std::chrono::milliseconds timeout);  // 0 disables
+  [[nodiscard]] cancel_handle make_cancel_handle() const;
+
+  // LISTEN/NOTIFY. Channel names are quoted as identifiers.
+  void listen(std::string_view channel);
+  void unlisten(std::string_view channel);
+  void notify(std::string_view channel, std::string_view payload);
+  // Returns a pending notification at once, or waits on the socket up to `timeout` for one.
+  // Throws connection_error when the connection is lost while waiting.
+  std::optional<notification> wait_notification(std::chrono::milliseconds timeout);
+  // Every notification already received, without waiting.
+  std::vector<notification> drain_notifications();
+
+  [[nodiscard]] int socket() const noexcept;
+  [[nodiscard]] pg_conn* native() const noexcept { return conn_; }
+
+ private:
+  explicit connection(pg_conn* conn);
+  [[noreturn]] void throw_error(pg_result* res, std::string_view sql);
+  result check(pg_result* res, std::string_view sql);
+  void close() noexcept;
+
+  pg_conn* conn_ = nullptr;
+  bool poisoned_ = false;
+  std::string description_;
+
+  // Statement cache: LRU list of SQL texts, most recent first, and an index into it.
+  struct cached_statement {
+    std::string sql;
+    std::string name;
+  };
+  std::size_t cache_capacity_ = 0;
+  std::uint64_t next_statement_id_ = 0;
+  std::list<cached_statement> cache_lru_;
+  std::unordered_map<std::string_view, std::list<cached_statement>::iterator> cache_index_;
+};
+
+// Rolls back on destruction unless committed. Not copyable or movable.
+class transaction {
+ public:
+  enum class isolation { read_committed, repeatable_read, serializable };
+  explicit transaction(connection& conn, isolation level = isolation::read_committed);
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+  transaction(transaction&&) = delete;
+  transaction& operator=(transaction&&) = delete;
+  // Rolls back if still open; a failed rollback marks the connection poisoned, never throws.
+  ~transaction();
+
+  void commit();
+  void rollback();
+  [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] connection& conn() noexcept { return conn_; }
+
+ private:
+  connection& conn_;
+  bool open_ = true;
+};
+
+}  // namespace sluice::pg
