@@ -1,26 +1,41 @@
 #include "cli/app.hpp"
 
-#include <CLI/CLI.hpp>
+#include <exception>
 #include <iostream>
 
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.hpp"
 #include "sluice/version.hpp"
 
 namespace sluice::cli {
+
+int& exit_code() {
+  static int code = 0;
+  return code;
+}
+
+void register_version(CLI::App& app) {
+  auto* cmd = app.add_subcommand("version", "Print the sluice version");
+  cmd->callback([] { std::cout << "sluice " << version_string << '\n'; });
+}
 
 int run(int argc, char** argv) {
   CLI::App app{"sluice: a PostgreSQL task scheduler and connection pool"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(version_string));
-
-  auto* version = app.add_subcommand("version", "Print the sluice version");
-  version->callback([] { std::cout << "sluice " << version_string << '\n'; });
+  register_version(app);
+  register_bench(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "sluice: " << e.what() << '\n';
+    return 1;
   }
-  return 0;
+  return exit_code();
 }
 
 }  // namespace sluice::cli

@@ -2,4 +2,6 @@
 
 #include "cli/app.hpp"
 
-int main(int argc, char** argv) { return sluice::cli::run(argc, argv); }
+int main(int argc, char** argv) {
+  return sluice::cli::run(argc, argv);
+}

@@ -6,12 +6,14 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "sluice/pg/error.hpp"
@@ -115,6 +117,10 @@ class connection {
   // statement_cache_capacity() statements, evicting the least recently used (DEALLOCATE).
   // With capacity 0 (for PgBouncer transaction pooling) it is the same as exec(sql, params).
   // A statement that vanished server-side (26000, e.g. after DISCARD ALL) is prepared again.
+  // (Outside a transaction, transparently; inside one the 26000 has already aborted it, so it
+  // is thrown, and the next use prepares afresh.) A cached statement keeps the parameter
+  // types of its first execution. Evicted statements are DEALLOCATEd once the connection is
+  // outside a transaction, so that a DEALLOCATE can never abort the caller's transaction.
   result exec_cached(std::string_view sql, const param_list& params);
   template <class... Ts>
   result query_cached(std::string_view sql, Ts&&... args) {
@@ -147,6 +153,15 @@ class connection {
   [[noreturn]] void throw_error(pg_result* res, std::string_view sql);
   result check(pg_result* res, std::string_view sql);
   void close() noexcept;
+  void require_connection() const;
+  result exec_prepared_as(const std::string& name, const param_list& params,
+                          std::string_view query);
+  result prepare_cached_and_exec(std::string_view sql, const param_list& params);
+  void evict_least_recent();
+  // DEALLOCATE runs only outside a transaction: inside one, a statement that vanished
+  // behind our back (DEALLOCATE ALL) would make it fail and abort the caller's transaction.
+  // Names evicted meanwhile wait here until the connection is idle again.
+  void flush_deallocations() noexcept;
 
   pg_conn* conn_ = nullptr;
   bool poisoned_ = false;
@@ -161,9 +176,16 @@ class connection {
   std::uint64_t next_statement_id_ = 0;
   std::list<cached_statement> cache_lru_;
   std::unordered_map<std::string_view, std::list<cached_statement>::iterator> cache_index_;
+  std::vector<std::string> pending_deallocations_;
 };
 
 // Rolls back on destruction unless committed. Not copyable or movable.
+// The constructor throws pg::error when the connection is already inside a transaction (a
+// nested BEGIN would only warn, and this guard would then end the outer transaction), and
+// sql_error / connection_error when BEGIN fails. commit() throws sql_error 25P02 when the
+// server turned the COMMIT into a ROLLBACK (an earlier statement failed), and
+// connection_error with SQLSTATE 08007 (outcome_unknown) when the connection was lost while
+// the COMMIT was in flight.
 class transaction {
  public:
   enum class isolation { read_committed, repeatable_read, serializable };

@@ -12,12 +12,12 @@ namespace sluice::pg {
 
 // What a caller should do after an error with a given SQLSTATE.
 enum class error_kind {
-  ordinary,         // a plain SQL error (syntax, constraint, ...): the connection stays usable
-  query_canceled,   // 57014: statement_timeout or a cancel request; the connection stays usable
-  poisoning,        // the connection must not be lent again (08xxx, 57P01-57P05, 25P03, 0A000)
-  back_pressure,    // 53300 too_many_connections, 57P03 cannot_connect_now: back off and retry
+  ordinary,           // a plain SQL error (syntax, constraint, ...): the connection stays usable
+  query_canceled,     // 57014: statement_timeout or a cancel request; the connection stays usable
+  poisoning,          // the connection must not be lent again (08xxx, 57P01-57P05, 25P03, 0A000)
+  back_pressure,      // 53300 too_many_connections, 57P03 cannot_connect_now: back off and retry
   retry_transaction,  // 40001 serialization_failure, 40P01 deadlock_detected
-  outcome_unknown,  // 08007, 40003: the commit may or may not have happened; never retry blindly
+  outcome_unknown,    // 08007, 40003: the commit may or may not have happened; never retry blindly
 };
 
 // Classifies a five-character SQLSTATE. Unknown or empty codes are `ordinary`.
@@ -27,6 +27,13 @@ enum class error_kind {
 [[nodiscard]] bool sqlstate_is_retryable(std::string_view sqlstate) noexcept;
 [[nodiscard]] bool sqlstate_outcome_unknown(std::string_view sqlstate) noexcept;
 [[nodiscard]] std::string_view to_string(error_kind kind) noexcept;
+// The SQLSTATE of a server error found in libpq's message text, for the one case where no
+// PGresult carries it: a refused connection. Reads the "SEVERITY:  XXXXX:" layout of verbose
+// messages, else recognises the server's English texts ("too many clients", "remaining
+// connection slots are reserved" and "too many connections for role/database" give 53300;
+// "the database system is starting up / shutting down / in recovery mode / not yet accepting
+// connections" give 57P03). Empty when unknown.
+[[nodiscard]] std::string sqlstate_from_message(std::string_view message);
 
 // Base of every error the pg layer throws.
 class error : public std::runtime_error {

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace sluice::pg {
@@ -27,6 +28,7 @@ inline constexpr oid text = 25;
 inline constexpr oid json = 114;
 inline constexpr oid float8 = 701;
 inline constexpr oid timestamptz = 1184;
+inline constexpr oid numeric = 1700;  // unsigned integers above INT64_MAX
 inline constexpr oid jsonb = 3802;
 }  // namespace oids
 
@@ -44,23 +46,23 @@ struct param {
   oid type = oids::unspecified;
   bool binary = false;
 
-  param() = default;  // NULL
-  param(std::nullptr_t) {}  // NULL  // NOLINT(google-explicit-constructor)
-  param(std::nullopt_t) {}  // NULL  // NOLINT(google-explicit-constructor)
-  param(bool v);                   // NOLINT(google-explicit-constructor)
-  param(int v);                    // NOLINT(google-explicit-constructor)
-  param(long v);                   // NOLINT(google-explicit-constructor)
-  param(long long v);              // NOLINT(google-explicit-constructor)
-  param(unsigned v);               // NOLINT(google-explicit-constructor)
-  param(unsigned long v);          // NOLINT(google-explicit-constructor)
-  param(unsigned long long v);     // NOLINT(google-explicit-constructor)
-  param(double v);                 // NOLINT(google-explicit-constructor)
-  param(const char* v);            // NOLINT(google-explicit-constructor)
-  param(std::string v);            // NOLINT(google-explicit-constructor)
-  param(std::string_view v);       // NOLINT(google-explicit-constructor)
-  param(std::span<const std::byte> v);     // NOLINT(google-explicit-constructor)
-  param(const std::vector<std::byte>& v);  // NOLINT(google-explicit-constructor)
-  param(json_text v);              // NOLINT(google-explicit-constructor)
+  param() = default;                               // NULL
+  param(std::nullptr_t) {}                         // NULL  // NOLINT(google-explicit-constructor)
+  param(std::nullopt_t) {}                         // NULL  // NOLINT(google-explicit-constructor)
+  param(bool v);                                   // NOLINT(google-explicit-constructor)
+  param(int v);                                    // NOLINT(google-explicit-constructor)
+  param(long v);                                   // NOLINT(google-explicit-constructor)
+  param(long long v);                              // NOLINT(google-explicit-constructor)
+  param(unsigned v);                               // NOLINT(google-explicit-constructor)
+  param(unsigned long v);                          // NOLINT(google-explicit-constructor)
+  param(unsigned long long v);                     // NOLINT(google-explicit-constructor)
+  param(double v);                                 // NOLINT(google-explicit-constructor)
+  param(const char* v);                            // NOLINT(google-explicit-constructor)
+  param(std::string v);                            // NOLINT(google-explicit-constructor)
+  param(std::string_view v);                       // NOLINT(google-explicit-constructor)
+  param(std::span<const std::byte> v);             // NOLINT(google-explicit-constructor)
+  param(const std::vector<std::byte>& v);          // NOLINT(google-explicit-constructor)
+  param(json_text v);                              // NOLINT(google-explicit-constructor)
   param(std::chrono::system_clock::time_point v);  // NOLINT(google-explicit-constructor)
   template <class T>
   param(const std::optional<T>& v) {  // NOLINT(google-explicit-constructor)

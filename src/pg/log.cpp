@@ -1,0 +1,52 @@
+#include "sluice/log.hpp"
+
+#include <cstdio>
+#include <memory>
+#include <mutex>
+
+namespace sluice {
+namespace {
+
+std::mutex sink_mutex;
+// Shared so a sink being replaced stays alive while another thread is still calling it.
+std::shared_ptr<const log_sink> current_sink;  // guarded by sink_mutex
+
+std::string_view level_name(log_level level) {
+  switch (level) {
+    case log_level::debug:
+      return "debug";
+    case log_level::info:
+      return "info";
+    case log_level::warn:
+      return "warn";
+    case log_level::error:
+      return "error";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void set_log_sink(log_sink sink) {
+  auto next = sink ? std::make_shared<const log_sink>(std::move(sink)) : nullptr;
+  const std::scoped_lock lock(sink_mutex);
+  current_sink = std::move(next);
+}
+
+void log(log_level level, std::string_view component, std::string_view message) {
+  std::shared_ptr<const log_sink> sink;
+  {
+    const std::scoped_lock lock(sink_mutex);
+    sink = current_sink;
+  }
+  if (sink) {
+    (*sink)(level, component, message);
+    return;
+  }
+  if (level < log_level::warn) return;
+  std::fprintf(stderr, "sluice %.*s [%.*s] %.*s\n", static_cast<int>(level_name(level).size()),
+               level_name(level).data(), static_cast<int>(component.size()), component.data(),
+               static_cast<int>(message.size()), message.data());
+}
+
+}  // namespace sluice

@@ -1,0 +1,3 @@
+#pragma once
+
+// Umbrella header for the test helpers in tests/support/.

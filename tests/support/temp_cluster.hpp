@@ -1,0 +1,89 @@
+#pragma once
+
+// A private, throwaway PostgreSQL 15 cluster for tests that must stop, restart or reconfigure
+// the server (the shared cluster from scripts/test must never be touched that way, since other
+// tests use it at the same time).
+//
+// The cluster lives in a fresh folder under /tmp, listens on 127.0.0.1 at a port that was free
+// when it started (kept across stop()/start(), so conninfo() stays valid for a pool that
+// outlives a restart) and on a Unix socket inside that folder. It runs as the `postgres` OS
+// user with trust authentication and fsync off: built for speed, not durability.
+//
+// Thread-safety: start(), stop(), restart() and the destructor must not race with each other;
+// the accessors and connect() may be called from any thread.
+// Throws: std::runtime_error (with the server's log tail) when initdb, start or stop fails.
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "sluice/pg/connection.hpp"
+
+namespace sluice::test {
+
+struct temp_cluster_options {
+  int max_connections = 20;
+  int superuser_reserved_connections = 3;
+  // Extra postgresql.conf settings, written as `name = value` (value verbatim, so quote strings).
+  std::vector<std::pair<std::string, std::string>> settings;
+  // Bound on each start and stop.
+  std::chrono::seconds timeout{30};
+};
+
+// The ways pg_ctl can stop a server.
+enum class shutdown_mode {
+  smart,      // wait for every client to disconnect
+  fast,       // terminate sessions (clients see 57P01), then a clean shutdown
+  immediate,  // kill everything; the next start runs crash recovery
+};
+
+// Why a temp_cluster cannot run here (no postgres OS user, no PostgreSQL 15 binaries, or a
+// user that is neither root nor postgres); empty when it can.
+[[nodiscard]] std::string temp_cluster_unavailable_reason();
+[[nodiscard]] inline bool can_run_temp_cluster() { return temp_cluster_unavailable_reason().empty(); }
+
+class temp_cluster {
+ public:
+  // initdb into a new folder, then start(). Takes one to three seconds.
+  explicit temp_cluster(temp_cluster_options options = {});
+  temp_cluster(const temp_cluster&) = delete;
+  temp_cluster& operator=(const temp_cluster&) = delete;
+  temp_cluster(temp_cluster&&) = delete;
+  temp_cluster& operator=(temp_cluster&&) = delete;
+  // Stops the server (immediate mode) and removes the folder. Never throws.
+  ~temp_cluster();
+
+  // "host=127.0.0.1 port=N user=<user> dbname=postgres".
+  [[nodiscard]] std::string conninfo(std::string_view user = "postgres") const;
+  [[nodiscard]] int port() const noexcept { return port_; }
+  [[nodiscard]] const std::string& directory() const noexcept { return dir_; }
+  [[nodiscard]] bool running() const noexcept { return running_; }
+
+  // Opens a connection to the cluster (as the superuser unless told otherwise).
+  [[nodiscard]] pg::connection connect(std::string application_name = "sluice-test-admin",
+                                       std::string_view user = "postgres") const;
+
+  // Starts the server and returns once it accepts connections. The first start picks a free
+  // port (retrying with another if someone took it meanwhile); later starts reuse it.
+  void start();
+  // Stops the server and returns once it has exited. Does nothing when it is not running.
+  void stop(shutdown_mode mode = shutdown_mode::fast);
+  // stop(mode) then start(), on the same port.
+  void restart(shutdown_mode mode = shutdown_mode::fast);
+
+ private:
+  void write_port_settings() const;
+  bool try_start(std::string& failure);
+  [[nodiscard]] std::string log_tail() const;
+
+  temp_cluster_options options_;
+  std::string dir_;       // the temporary folder (owned by postgres)
+  std::string data_dir_;  // dir_/data
+  std::string log_file_;  // dir_/postgresql.log
+  int port_ = 0;
+  bool running_ = false;
+};
+
+}  // namespace sluice::test
