@@ -1,0 +1,128 @@
+#pragma once
+
+// Everything an operator or the API does with the scheduler's tables: migrations, creating and
+// changing tasks, reading runs, cycles, stats and nodes. Every statement goes through one pool
+// (the scheduler's lane) with bound parameters; the SQL lives in src/sched/queries.hpp.
+//
+// Thread-safety: thread-safe (each call borrows its own connection).
+// Throws: pool::pool_timeout, pg::error on database failures; schedule_error on a bad spec;
+// conflict_error on a duplicate task name; schema_error on a schema this binary cannot use.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sluice/pool/pool.hpp"
+#include "sluice/sched/task.hpp"
+
+namespace sluice::sched {
+
+class schema_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class conflict_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class change_result { done, not_found, wrong_state };
+
+struct migration_status {
+  int current = 0;  // highest applied version (0: none)
+  int latest = 0;   // highest version this binary knows
+  std::vector<int> applied_now;
+};
+
+struct task_filter {
+  std::optional<std::string> type;
+  std::optional<task_state> state;
+  std::optional<std::string> name;        // substring match
+  int limit = 50;                         // 1..1000
+  std::optional<std::int64_t> before_id;  // paging: tasks with id < before_id, newest first
+};
+
+struct cycle_record {
+  std::int64_t id = 0;
+  std::string node;
+  time_point started_at;
+  double duration_ms = 0;
+  int claimed = 0, succeeded = 0, failed = 0, skipped = 0, rescued = 0, fenced = 0;
+  std::string by_type;  // JSON object
+  std::optional<std::string> error;
+};
+
+struct node_info {
+  std::string id, host, version, state;
+  int pid = 0;
+  int connection_budget = 0;
+  time_point started_at, heartbeat_at, expires_at;
+  bool alive = false;
+};
+
+// Cumulative counters (sum over shards). Keys: metric ("runs_succeeded", "runs_failed",
+// "runs_timed_out", "runs_rescued", "runs_fenced", "cycles", "claimed", "skipped") and per type.
+struct cumulative_stats {
+  std::map<std::string, std::int64_t> totals;
+  std::map<std::string, std::map<std::string, std::int64_t>> by_type;  // metric -> type -> value
+  [[nodiscard]] std::int64_t total(const std::string& metric) const;
+};
+
+struct queue_depth {
+  std::string type;
+  std::map<std::string, std::int64_t> by_state;
+  double lag_s = 0;  // age of the oldest due, unclaimed task (0 when none)
+};
+
+class store {
+ public:
+  // `schema` must be a plain identifier ([a-z_][a-z0-9_]*, at most 63 characters).
+  store(pool::pool& lane, std::string schema = "sluice");
+
+  [[nodiscard]] const std::string& schema() const noexcept { return schema_; }
+  [[nodiscard]] pool::pool& lane() const noexcept { return lane_; }
+
+  // Applies every migration newer than the database's, each in its own transaction, under an
+  // advisory transaction lock so concurrent migrators wait. Applying twice is a no-op.
+  // Throws schema_error when the database is newer than this binary.
+  migration_status migrate();
+  // Reads the state without changing anything; throws schema_error when the database is newer,
+  // or when `require_current` and migrations are missing.
+  migration_status check_schema(bool require_current = true);
+
+  std::int64_t create(const task_spec& spec);
+  [[nodiscard]] std::optional<task> get(std::int64_t id);
+  [[nodiscard]] std::optional<task> get_by_name(const std::string& name);
+  [[nodiscard]] std::vector<task> list(const task_filter& filter);
+
+  change_result pause(std::int64_t id);
+  change_result resume(std::int64_t id);
+  change_result cancel(std::int64_t id);
+  change_result run_now(std::int64_t id);
+  // Sets the next run time of a task that is not running or final.
+  change_result reschedule(std::int64_t id, time_point next_run_at);
+
+  [[nodiscard]] std::vector<task_run> runs(std::int64_t task_id, int limit = 50,
+                                           std::optional<std::int64_t> before_id = std::nullopt);
+  [[nodiscard]] std::vector<cycle_record> cycles(
+      int limit = 50, std::optional<std::int64_t> before_id = std::nullopt);
+  [[nodiscard]] cumulative_stats stats();
+  [[nodiscard]] std::vector<node_info> nodes();
+  [[nodiscard]] std::optional<std::string> leader();
+  [[nodiscard]] std::vector<queue_depth> queues();
+  // Sum of connection budgets registered by live nodes other than `except_node`.
+  [[nodiscard]] int budget_of_other_nodes(const std::string& except_node = {});
+
+ private:
+  pool::pool& lane_;
+  std::string schema_;
+};
+
+// Throws std::invalid_argument unless `schema` is a plain lower-case identifier.
+void validate_schema_name(const std::string& schema);
+
+}  // namespace sluice::sched

@@ -1,0 +1,279 @@
+#pragma once
+
+// Every SQL statement of the scheduler, in one place. `{s}` stands for the quoted schema name and
+// is substituted once when the store or engine is built; values are always bound parameters.
+
+namespace sluice::sched::queries {
+
+// Columns read into sched::task, in the order row_to_task() expects.
+#define SLUICE_TASK_COLUMNS                                                                        \
+  "id, type, name, payload::text, state, schedule_kind, schedule_spec, timezone, misfire_policy, " \
+  "misfire_grace_s, catch_up_limit, next_run_at, priority, attempt, max_attempts, "                \
+  "backoff_base_ms, backoff_cap_ms, timeout_ms, pause_after_failures, claim_token, claimed_by, "   \
+  "claimed_at, lease_until, fire_time, last_error, last_run_at, last_success_at, "                 \
+  "consecutive_failures, runs, created_at, updated_at"
+
+inline constexpr const char* task_columns = SLUICE_TASK_COLUMNS;
+
+// ---- migrations --------------------------------------------------------------------------
+
+inline constexpr const char* create_migrations_table =
+    "CREATE TABLE IF NOT EXISTS {s}.schema_migrations ("
+    " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT "
+    "now())";
+inline constexpr const char* migrations_table_exists = "SELECT to_regclass($1) IS NOT NULL";
+inline constexpr const char* current_version =
+    "SELECT coalesce(max(version), 0) FROM {s}.schema_migrations";
+// Serializes concurrent migrators on the schema name, for the transaction only.
+inline constexpr const char* migration_lock = "SELECT pg_advisory_xact_lock(hashtext($1))";
+inline constexpr const char* record_migration =
+    "INSERT INTO {s}.schema_migrations (version, name) VALUES ($1, $2)";
+
+// ---- tasks (operator / API) ---------------------------------------------------------------
+
+inline constexpr const char* insert_task =
+    "INSERT INTO {s}.tasks (type, name, payload, state, schedule_kind, schedule_spec, timezone,"
+    " misfire_policy, misfire_grace_s, catch_up_limit, next_run_at, priority, max_attempts,"
+    " backoff_base_ms, backoff_cap_ms, timeout_ms, pause_after_failures)"
+    " VALUES ($1, $2, $3::jsonb, 'scheduled', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+    "$15, $16)"
+    " RETURNING id";
+inline constexpr const char* get_task =
+    "SELECT " SLUICE_TASK_COLUMNS " FROM {s}.tasks WHERE id = $1";
+inline constexpr const char* get_task_by_name =
+    "SELECT " SLUICE_TASK_COLUMNS " FROM {s}.tasks WHERE name = $1";
+inline constexpr const char* list_tasks =
+    "SELECT " SLUICE_TASK_COLUMNS
+    " FROM {s}.tasks"
+    " WHERE ($1::text IS NULL OR type = $1) AND ($2::text IS NULL OR state = $2)"
+    "   AND ($3::text IS NULL OR strpos(name, $3) > 0) AND ($4::bigint IS NULL OR id < $4)"
+    " ORDER BY id DESC LIMIT $5";
+
+// State changes return the new state, or nothing when the task does not exist or is in a state
+// the change does not apply to (the caller tells which by looking the task up).
+inline constexpr const char* pause_task =
+    "UPDATE {s}.tasks SET state = 'paused', updated_at = now()"
+    " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable') RETURNING id";
+inline constexpr const char* resume_task =
+    "UPDATE {s}.tasks SET state = 'scheduled', consecutive_failures = 0, attempt = 0,"
+    " next_run_at = greatest(coalesce(next_run_at, now()), now()), updated_at = now()"
+    " WHERE id = $1 AND state = 'paused' RETURNING id";
+inline constexpr const char* cancel_task =
+    "UPDATE {s}.tasks SET state = 'cancelled', next_run_at = NULL, updated_at = now()"
+    " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'paused', 'failed') "
+    "RETURNING id";
+inline constexpr const char* run_now_task =
+    "UPDATE {s}.tasks SET state = 'available', next_run_at = now(), attempt = 0, updated_at = now()"
+    " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'paused', 'failed', "
+    "'succeeded')"
+    " RETURNING id";
+inline constexpr const char* reschedule_task =
+    "UPDATE {s}.tasks SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'scheduled' END,"
+    " next_run_at = $2, updated_at = now()"
+    " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'paused') RETURNING id";
+inline constexpr const char* notify_tasks = "SELECT pg_notify($1, '')";
+
+inline constexpr const char* list_runs =
+    "SELECT id, task_id, type, attempt, claim_token, node, fire_time, started_at, finished_at, "
+    "outcome,"
+    " error, detail::text, recorded_by FROM {s}.task_runs"
+    " WHERE task_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3";
+inline constexpr const char* list_cycles =
+    "SELECT id, node, started_at, duration_ms, claimed, succeeded, failed, skipped, rescued, "
+    "fenced,"
+    " by_type::text, error FROM {s}.cycles WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC "
+    "LIMIT $2";
+inline constexpr const char* read_stats =
+    "SELECT metric, type, sum(value)::bigint FROM {s}.stats GROUP BY metric, type";
+inline constexpr const char* list_nodes =
+    "SELECT id, host, pid, version, started_at, heartbeat_at, expires_at, connection_budget, state,"
+    " expires_at >= now() AND state IN ('running', 'draining') AS alive FROM {s}.nodes ORDER BY "
+    "started_at";
+inline constexpr const char* current_leader =
+    "SELECT node FROM {s}.leader WHERE expires_at >= now()";
+inline constexpr const char* queue_depths =
+    "SELECT type, state, count(*)::bigint,"
+    " coalesce(extract(epoch FROM now() - min(next_run_at) FILTER (WHERE next_run_at <= now()"
+    "   AND state IN ('scheduled', 'available', 'retryable'))), 0)::float8"
+    " FROM {s}.tasks GROUP BY type, state ORDER BY type, state";
+inline constexpr const char* other_nodes_budget =
+    "SELECT coalesce(sum(connection_budget), 0)::int FROM {s}.nodes"
+    " WHERE id <> $1 AND expires_at >= now() AND state IN ('running', 'draining')";
+
+// ---- engine -------------------------------------------------------------------------------
+
+// Claims up to $3 due tasks of type $2 for node $1 in one statement. SKIP LOCKED lets nodes claim
+// side by side without waiting on each other; the token bump fences every earlier claim.
+inline constexpr const char* claim =
+    "UPDATE {s}.tasks t SET state = 'running', attempt = t.attempt + 1, claim_token = "
+    "t.claim_token + 1,"
+    " claimed_by = $1, claimed_at = now(),"
+    " fire_time = CASE WHEN t.state = 'retryable' THEN coalesce(t.fire_time, t.next_run_at) ELSE "
+    "t.next_run_at END,"
+    " lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(), "
+    "updated_at = now()"
+    " FROM (SELECT id AS due_id FROM {s}.tasks"
+    "        WHERE type = $2 AND state IN ('scheduled', 'available', 'retryable') AND next_run_at "
+    "<= now()"
+    "        ORDER BY priority DESC, next_run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) due"
+    " WHERE t.id = due.due_id RETURNING " SLUICE_TASK_COLUMNS;
+
+// Applies a batch of outcomes ($1: JSON array), fenced by claim token, writes one run row per
+// outcome ('fenced' when the claim was stale) and bumps the cumulative counters, all in one
+// statement. Returns the per-type count of each recorded outcome.
+inline constexpr const char* complete =
+    "WITH input AS ("
+    "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint, type text, "
+    "attempt int,"
+    "    outcome text, new_state text, next_run_at timestamptz, reset_attempt boolean, error text,"
+    "    consecutive_failures int, fire_time timestamptz, started_at timestamptz, finished_at "
+    "timestamptz,"
+    "    detail jsonb, counts_run boolean)"
+    "), applied AS ("
+    "  UPDATE {s}.tasks t SET state = i.new_state, next_run_at = i.next_run_at,"
+    "    attempt = CASE WHEN i.reset_attempt THEN 0 ELSE t.attempt END,"
+    "    claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
+    "    last_error = CASE WHEN i.outcome = 'succeeded' THEN t.last_error ELSE i.error END,"
+    "    last_success_at = CASE WHEN i.outcome = 'succeeded' THEN i.finished_at ELSE "
+    "t.last_success_at END,"
+    "    consecutive_failures = i.consecutive_failures,"
+    "    runs = t.runs + CASE WHEN i.counts_run THEN 1 ELSE 0 END, updated_at = now()"
+    "  FROM input i WHERE t.id = i.id AND t.claim_token = i.token AND t.state = 'running'"
+    "  RETURNING t.id"
+    "), recorded AS ("
+    "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
+    "    finished_at, outcome, error, detail, recorded_by)"
+    "  SELECT i.id, i.type, i.attempt, i.token, $2, i.fire_time, i.started_at, i.finished_at,"
+    "    CASE WHEN a.id IS NULL THEN 'fenced' ELSE i.outcome END, i.error, i.detail, 'cycle'"
+    "  FROM input i LEFT JOIN applied a ON a.id = i.id WHERE i.counts_run OR a.id IS NULL"
+    "  RETURNING type, outcome"
+    "), counted AS ("
+    "  INSERT INTO {s}.stats (metric, type, shard, value)"
+    "  SELECT 'runs_' || outcome, type, $3, count(*) FROM recorded GROUP BY outcome, type"
+    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    ")"
+    " SELECT type, outcome, count(*)::int FROM recorded GROUP BY type, outcome";
+
+// The same for one task inside a handler's own transaction (transactional completion).
+inline constexpr const char* complete_in_handler =
+    "WITH applied AS ("
+    "  UPDATE {s}.tasks t SET state = $4, next_run_at = $5, attempt = CASE WHEN $6 THEN 0 ELSE "
+    "t.attempt END,"
+    "    claimed_by = NULL, claimed_at = NULL, lease_until = NULL, last_success_at = now(),"
+    "    consecutive_failures = 0, runs = t.runs + 1, updated_at = now()"
+    "  WHERE t.id = $1 AND t.claim_token = $2 AND t.state = 'running' RETURNING t.id, t.type, "
+    "t.attempt, t.fire_time"
+    "), recorded AS ("
+    "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
+    "    finished_at, outcome, detail, recorded_by)"
+    "  SELECT a.id, a.type, a.attempt, $2, $3, a.fire_time, $7, now(), 'succeeded', $8::jsonb, "
+    "'handler'"
+    "  FROM applied a RETURNING type"
+    "), counted AS ("
+    "  INSERT INTO {s}.stats (metric, type, shard, value)"
+    "  SELECT 'runs_succeeded', type, $9, count(*) FROM recorded GROUP BY type"
+    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    ")"
+    " SELECT count(*)::int FROM recorded";
+
+// Hands claims back untouched (stop() before the handler started, or cancelled at shutdown).
+inline constexpr const char* release_claims =
+    "UPDATE {s}.tasks t SET state = 'available', attempt = greatest(t.attempt - 1, 0),"
+    " claim_token = t.claim_token + 1, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
+    " next_run_at = least(coalesce(t.next_run_at, now()), now()), updated_at = now()"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint)"
+    " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'";
+
+// The cycle's own record and counters, in the same transaction as the completions it flushed.
+inline constexpr const char* record_cycle =
+    "WITH c AS ("
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, claimed, succeeded, failed, skipped,"
+    "    rescued, fenced, by_type, error)"
+    "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11) RETURNING id"
+    ")"
+    " INSERT INTO {s}.stats (metric, type, shard, value)"
+    " SELECT metric, type, $12, value FROM jsonb_to_recordset($13::jsonb) AS x(metric text, type "
+    "text, value bigint)"
+    " WHERE value <> 0"
+    " ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value";
+
+inline constexpr const char* next_due =
+    "SELECT min(next_run_at) FROM {s}.tasks"
+    " WHERE state IN ('scheduled', 'available', 'retryable') AND type = ANY($1::text[])";
+
+// Heartbeat, leader lease and (for the leader) rescue of dead nodes' tasks, in one statement.
+// $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard.
+inline constexpr const char* heartbeat =
+    "WITH me AS ("
+    "  INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget, "
+    "state)"
+    "  VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond', $6, $7)"
+    "  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at,"
+    "    connection_budget = EXCLUDED.connection_budget, state = EXCLUDED.state"
+    "  RETURNING id"
+    "), lead AS ("
+    "  INSERT INTO {s}.leader (singleton, node, expires_at) VALUES (true, $1, now() + $5 * "
+    "interval '1 millisecond')"
+    "  ON CONFLICT (singleton) DO UPDATE SET node = EXCLUDED.node, expires_at = "
+    "EXCLUDED.expires_at,"
+    "    acquired_at = CASE WHEN leader.node = EXCLUDED.node THEN leader.acquired_at ELSE now() END"
+    "  WHERE leader.node = EXCLUDED.node OR leader.expires_at < now()"
+    "  RETURNING node"
+    "), dead AS ("
+    "  UPDATE {s}.nodes SET state = 'dead' WHERE EXISTS (SELECT 1 FROM lead)"
+    "   AND id <> $1 AND expires_at < now() AND state IN ('running', 'draining') RETURNING id"
+    "), rescued AS ("
+    "  UPDATE {s}.tasks t SET"
+    "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' "
+    "ELSE 'retryable' END,"
+    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
+    "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "
+    "NULL ELSE now() END,"
+    "    last_error = 'node ' || o.old_node || ' stopped responding while running this task', "
+    "updated_at = now()"
+    "  FROM (SELECT id, claimed_by AS old_node FROM {s}.tasks"
+    "        WHERE EXISTS (SELECT 1 FROM lead) AND state = 'running' AND claimed_by <> $1"
+    "          AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = claimed_by AND n.expires_at "
+    ">= now()"
+    "                          AND n.state IN ('running', 'draining'))"
+    "        FOR UPDATE SKIP LOCKED) o"
+    "  WHERE t.id = o.id"
+    "  RETURNING t.id, t.type, t.attempt, t.claim_token - 1 AS token, t.fire_time, t.last_run_at, "
+    "t.last_error,"
+    "    o.old_node AS node"
+
+    "), recorded AS ("
+    "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
+    "    finished_at, outcome, error, recorded_by)"
+    "  SELECT id, type, attempt, token, node, fire_time, coalesce(last_run_at, now()), now(), "
+    "'rescued',"
+    "    last_error, 'cycle' FROM rescued RETURNING type"
+    "), counted AS ("
+    "  INSERT INTO {s}.stats (metric, type, shard, value)"
+    "  SELECT 'runs_rescued', type, $8, count(*) FROM recorded GROUP BY type"
+    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    "), logged AS ("
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type)"
+    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true) FROM rescued HAVING "
+    "count(*) > 0"
+    ")"
+    " SELECT (SELECT count(*) FROM lead)::int AS leader, (SELECT count(*) FROM rescued)::int AS "
+    "rescued,"
+    "        (SELECT count(*) FROM dead)::int AS dead";
+
+inline constexpr const char* deregister_node =
+    "UPDATE {s}.nodes SET state = 'stopped', expires_at = now() WHERE id = $1";
+inline constexpr const char* resign_leader = "DELETE FROM {s}.leader WHERE node = $1";
+inline constexpr const char* prune_runs =
+    "DELETE FROM {s}.task_runs WHERE id IN (SELECT id FROM {s}.task_runs"
+    " WHERE finished_at < now() - $1 * interval '1 hour' LIMIT 10000)";
+inline constexpr const char* prune_cycles =
+    "DELETE FROM {s}.cycles WHERE id IN (SELECT id FROM {s}.cycles"
+    " WHERE started_at < now() - $1 * interval '1 hour' LIMIT 10000)";
+inline constexpr const char* prune_nodes =
+    "DELETE FROM {s}.nodes WHERE expires_at < now() - interval '1 day' AND state IN ('stopped', "
+    "'dead')";
+
+#undef SLUICE_TASK_COLUMNS
+
+}  // namespace sluice::sched::queries

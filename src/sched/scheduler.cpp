@@ -1,0 +1,1048 @@
+// The scheduler engine. Threads:
+//   cycle      claims due tasks, flushes outcomes, records the cycle, watches timeouts
+//   workers    run handlers (a fixed number)
+//   listener   LISTENs for new tasks and wakes the cycle
+//   heartbeat  renews the node row and the leader lease; the leader rescues dead nodes' tasks
+// Outcomes are flushed by the next check cycle, in the same transaction as the cycle's record
+// and the cumulative counters, so the log and the stats always agree with task_runs.
+
+#include "sluice/sched/scheduler.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <list>
+#include <random>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include <unistd.h>
+
+#include "sched/queries.hpp"
+#include "sched/util.hpp"
+#include "sluice/log.hpp"
+#include "sluice/sched/backoff.hpp"
+#include "sluice/version.hpp"
+
+namespace sluice::sched {
+
+using detail::json_quote;
+using detail::json_time;
+using detail::with_schema;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+using std::chrono::system_clock;
+
+std::string_view to_string(scheduler_state s) noexcept {
+  switch (s) {
+    case scheduler_state::stopped:
+      return "stopped";
+    case scheduler_state::running:
+      return "running";
+    case scheduler_state::draining:
+      return "draining";
+  }
+  return "?";
+}
+
+// ---- cancel_token / task_context -----------------------------------------------------------
+
+bool cancel_token::sleep_for(milliseconds d) const {
+  std::unique_lock lock(mutex_);
+  return !cv_.wait_for(lock, d, [this] { return cancelled(); });
+}
+
+void cancel_token::on_cancel(std::function<void()> fn) {
+  {
+    const std::scoped_lock lock(mutex_);
+    if (!cancelled()) {
+      callbacks_.push_back(std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+void cancel_token::cancel() {
+  std::vector<std::function<void()>> callbacks;
+  {
+    const std::scoped_lock lock(mutex_);
+    if (cancelled_.exchange(true)) return;
+    callbacks.swap(callbacks_);
+  }
+  cv_.notify_all();
+  for (auto& fn : callbacks) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log(log_level::warn, "scheduler", std::string("cancel callback failed: ") + e.what());
+    }
+  }
+}
+
+pool::pool_manager& task_context::pools() const {
+  if (pools_ == nullptr)
+    throw std::logic_error("this scheduler was started without a pool manager");
+  return *pools_;
+}
+
+bool task_context::complete_in(pg::connection& conn) {
+  if (completed_in_tx_) return true;
+  completed_in_tx_ = complete_in_(conn);
+  return completed_in_tx_;
+}
+
+// ---- engine ---------------------------------------------------------------------------------
+
+namespace {
+
+struct outcome_row {
+  std::int64_t id = 0;
+  std::int64_t token = 0;
+  std::string type;
+  int attempt = 0;
+  std::string outcome;  // succeeded, failed, timed_out; "skipped" (misfire, no run) or "released"
+  std::string new_state;
+  std::optional<time_point> next_run_at;
+  bool reset_attempt = false;
+  std::optional<std::string> error;
+  int consecutive_failures = 0;
+  std::optional<time_point> fire_time;
+  time_point started_at;
+  time_point finished_at;
+  std::string detail;  // JSON or empty
+  bool counts_run = true;
+  std::uint64_t skipped = 0;  // fire times dropped by the misfire policy
+};
+
+struct running_task {
+  task t;
+  time_point fire_time;
+  time_point started_wall{};
+  steady_clock::time_point deadline{};
+  cancel_token token;
+  bool started = false;
+  bool cancel_sent = false;
+  bool abandoned = false;  // declared stuck; its outcome was already recorded as timed out
+};
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::uint64_t random_u64() {
+  thread_local std::mt19937_64 gen{std::random_device{}()};
+  return gen();
+}
+
+std::string outcomes_json(const std::vector<outcome_row>& rows) {
+  std::string out = "[";
+  for (const auto& r : rows) {
+    if (out.size() > 1) out += ',';
+    out += "{\"id\":" + std::to_string(r.id) + ",\"token\":" + std::to_string(r.token) +
+           ",\"type\":" + json_quote(r.type) + ",\"attempt\":" + std::to_string(r.attempt) +
+           ",\"outcome\":" + json_quote(r.outcome) + ",\"new_state\":" + json_quote(r.new_state) +
+           ",\"next_run_at\":" + json_time(r.next_run_at) +
+           ",\"reset_attempt\":" + (r.reset_attempt ? "true" : "false") +
+           ",\"error\":" + (r.error ? json_quote(*r.error) : "null") +
+           ",\"consecutive_failures\":" + std::to_string(r.consecutive_failures) +
+           ",\"fire_time\":" + json_time(r.fire_time) +
+           ",\"started_at\":" + json_time(r.started_at) +
+           ",\"finished_at\":" + json_time(r.finished_at) +
+           ",\"detail\":" + (r.detail.empty() ? "null" : r.detail) +
+           ",\"counts_run\":" + (r.counts_run ? "true" : "false") + "}";
+  }
+  return out + "]";
+}
+
+struct type_counts {
+  int claimed = 0, succeeded = 0, failed = 0, skipped = 0, fenced = 0;
+};
+
+}  // namespace
+
+class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
+ public:
+  impl(scheduler_settings s, pool::pool& lane, pool::pool_manager* pools)
+      : settings_(std::move(s)), lane_(lane), pools_(pools), store_(lane, settings_.schema) {
+    if (settings_.workers < 1 || settings_.workers > 4096)
+      throw std::invalid_argument("scheduler: workers must be 1-4096");
+    if (settings_.claim_batch < 1)
+      throw std::invalid_argument("scheduler: claim_batch must be at least 1");
+    if (settings_.prefetch < 0)
+      throw std::invalid_argument("scheduler: prefetch must not be negative");
+    if (settings_.poll_interval.count() <= 0)
+      throw std::invalid_argument("scheduler: poll_interval must be positive");
+    if (settings_.heartbeat_interval.count() <= 0 ||
+        settings_.node_expiry <= settings_.heartbeat_interval) {
+      throw std::invalid_argument("scheduler: node_expiry must be longer than heartbeat_interval");
+    }
+    for (const auto& [type, n] : settings_.concurrency) {
+      if (n < 1)
+        throw std::invalid_argument("scheduler: concurrency of '" + type + "' must be at least 1");
+    }
+    host_ = host_name();
+    if (settings_.node_id.empty()) {
+      char suffix[16];
+      std::snprintf(suffix, sizeof suffix, "%04x", static_cast<unsigned>(random_u64() & 0xffff));
+      settings_.node_id = host_ + "-" + std::to_string(getpid()) + "-" + suffix;
+    }
+    shard_ = static_cast<int>(random_u64() % 16);
+    const auto& sc = settings_.schema;
+    sql_claim_ = with_schema(queries::claim, sc);
+    sql_complete_ = with_schema(queries::complete, sc);
+    sql_complete_in_handler_ = with_schema(queries::complete_in_handler, sc);
+    sql_release_ = with_schema(queries::release_claims, sc);
+    sql_record_cycle_ = with_schema(queries::record_cycle, sc);
+    sql_next_due_ = with_schema(queries::next_due, sc);
+    sql_heartbeat_ = with_schema(queries::heartbeat, sc);
+    channel_ = sc + ".tasks";
+  }
+
+  void handle(const std::string& type, handler fn) {
+    const std::scoped_lock lock(mutex_);
+    if (state_ != scheduler_state::stopped || started_once_)
+      throw std::logic_error("scheduler: handle() after start()");
+    task_spec probe;
+    probe.type = type;
+    probe.validate();
+    handlers_[type] = std::move(fn);
+  }
+
+  void start() {
+    {
+      const std::scoped_lock lock(mutex_);
+      if (started_once_) throw std::logic_error("scheduler: start() called twice");
+      if (handlers_.empty()) throw std::logic_error("scheduler: no handlers registered");
+      started_once_ = true;
+    }
+    store_.check_schema(true);
+    heartbeat_once();  // registers the node; throws if the database is unusable
+    types_.clear();
+    for (const auto& [type, fn] : handlers_)
+      types_.push_back(type);
+    types_array_ = "{";
+    for (const auto& t : types_)
+      types_array_ += (types_array_.size() > 1 ? "," : "") + json_quote(t);
+    types_array_ += "}";
+    {
+      const std::scoped_lock lock(mutex_);
+      state_ = scheduler_state::running;
+      started_at_ = steady_clock::now();
+      current_poll_ = settings_.poll_interval;
+    }
+    auto self = shared_from_this();
+    for (int i = 0; i < settings_.workers; ++i)
+      workers_.emplace_back([self] { self->worker_loop(); });
+    cycle_thread_ = std::thread([self] { self->cycle_loop(); });
+    heartbeat_thread_ = std::thread([self] { self->heartbeat_loop(); });
+    if (settings_.listen) listener_thread_ = std::thread([self] { self->listener_loop(); });
+    log(log_level::info, "scheduler",
+        "node " + settings_.node_id + " started with " + std::to_string(settings_.workers) +
+            " workers for " + std::to_string(types_.size()) + " task types");
+  }
+
+  void stop() {
+    {
+      std::unique_lock lock(mutex_);
+      if (state_ != scheduler_state::running) {
+        // Not started, or another stop() is in progress / done: wait for it to finish.
+        stopped_cv_.wait(lock, [this] { return !stop_in_progress_; });
+        return;
+      }
+      state_ = scheduler_state::draining;
+      stop_in_progress_ = true;
+      // Tasks claimed but not started go straight back to the queue.
+      for (auto& [type, q] : queued_) {
+        for (auto& rt : q)
+          releases_.push_back(rt);
+        q.clear();
+      }
+      wake_locked();
+    }
+    log(log_level::info, "scheduler",
+        "node " + settings_.node_id + " draining: waiting up to " +
+            std::to_string(settings_.stop_grace.count()) + " ms for running tasks");
+    const auto grace_end = steady_clock::now() + settings_.stop_grace;
+    {
+      std::unique_lock lock(mutex_);
+      idle_cv_.wait_until(lock, grace_end, [this] { return live_running_locked() == 0; });
+      if (live_running_locked() > 0) {
+        for (auto& rt : running_)
+          rt->token.cancel();
+        idle_cv_.wait_for(lock, std::min(settings_.stuck_grace, milliseconds(2000)),
+                          [this] { return live_running_locked() == 0; });
+        // Whatever still runs is handed back: another node takes it now, and the late outcome
+        // of this one will be refused by the claim token.
+        for (auto& rt : running_) {
+          if (!rt->abandoned) {
+            rt->abandoned = true;
+            releases_.push_back(rt);
+          }
+        }
+      }
+      workers_stop_ = true;
+      cycle_stop_after_flush_ = true;
+      wake_locked();
+    }
+    worker_cv_.notify_all();
+    if (cycle_thread_.joinable()) cycle_thread_.join();
+    {
+      const std::scoped_lock lock(mutex_);
+      threads_stop_ = true;
+    }
+    threads_cv_.notify_all();
+    if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+    if (listener_thread_.joinable()) listener_thread_.join();
+    for (auto& w : workers_) {
+      // A worker stuck in a handler that ignores cancellation cannot be joined: let it finish on
+      // its own (it holds the engine alive and touches nothing but the engine's memory).
+      if (w.joinable()) stuck_worker_ids_.count(w.get_id()) != 0 ? w.detach() : w.join();
+    }
+    try {
+      auto lease = lane_.acquire_for(milliseconds(2000));
+      lease->query(with_schema(queries::deregister_node, settings_.schema), settings_.node_id);
+      lease->query(with_schema(queries::resign_leader, settings_.schema), settings_.node_id);
+    } catch (const std::exception& e) {
+      log(log_level::warn, "scheduler", std::string("could not deregister the node: ") + e.what());
+    }
+    {
+      const std::scoped_lock lock(mutex_);
+      state_ = scheduler_state::stopped;
+      stop_in_progress_ = false;
+      leader_ = false;
+    }
+    stopped_cv_.notify_all();
+    log(log_level::info, "scheduler", "node " + settings_.node_id + " stopped");
+  }
+
+  void wake() {
+    const std::scoped_lock lock(mutex_);
+    wake_locked();
+  }
+
+  scheduler_status status() const {
+    const std::scoped_lock lock(mutex_);
+    scheduler_status st = counters_;
+    st.state = state_;
+    st.node_id = settings_.node_id;
+    st.leader = leader_;
+    st.current_poll = current_poll_;
+    st.last_cycle_at = last_cycle_at_;
+    st.started_at = started_at_;
+    st.last_error = last_error_;
+    st.workers = settings_.workers;
+    st.running = 0;
+    st.stuck = 0;
+    for (const auto& rt : running_) {
+      if (rt->abandoned) {
+        ++st.stuck;
+      } else {
+        ++st.running;
+        ++st.running_by_type[rt->t.type];
+      }
+    }
+    return st;
+  }
+
+  store& tasks() { return store_; }
+  const scheduler_settings& config() const { return settings_; }
+  const std::string& node_id() const { return settings_.node_id; }
+
+ private:
+  int limit_for(const std::string& type) const {
+    const auto it = settings_.concurrency.find(type);
+    return it == settings_.concurrency.end() ? settings_.workers
+                                             : std::min(it->second, settings_.workers);
+  }
+
+  void wake_locked() {
+    wake_ = true;
+    cycle_cv_.notify_one();
+  }
+
+  int live_running_locked() const {
+    int n = 0;
+    for (const auto& rt : running_)
+      n += rt->abandoned ? 0 : 1;
+    return n;
+  }
+
+  // ---- outcome computation ----
+
+  // The next fire time of a recurring task after it ran for `fire`, applying its misfire policy
+  // when fire times were missed meanwhile.
+  static std::optional<time_point> next_recurring(const task& t, const schedule& s, time_point fire,
+                                                  time_point now, std::uint64_t& skipped) {
+    const auto next = s.next_after(fire);
+    if (!next || *next > now) return next;
+    const auto plan = plan_misfire(s, *next, now, parse_misfire_policy(t.misfire_policy),
+                                   std::chrono::seconds(t.misfire_grace_s), t.catch_up_limit);
+    skipped += plan.skipped;
+    if (!plan.runs.empty()) return plan.runs.front();
+    return plan.next_run_at;
+  }
+
+  static outcome_row make_outcome(const running_task& rt, bool ok, bool timed_out,
+                                  std::string error, std::string detail) {
+    const task& t = rt.t;
+    outcome_row o;
+    o.id = t.id;
+    o.token = t.claim_token;
+    o.type = t.type;
+    o.attempt = t.attempt;
+    o.fire_time = rt.fire_time;
+    o.started_at = rt.started_wall;
+    o.finished_at = system_clock::now();
+    o.detail = std::move(detail);
+    const time_point now = o.finished_at;
+    schedule s = schedule::every(std::chrono::seconds(1));
+    bool recurring = false;
+    try {
+      s = t.parsed_schedule();
+      recurring = s.recurring();
+    } catch (const std::exception& e) {
+      ok = false;
+      error = std::string("the task's schedule cannot be read: ") + e.what();
+    }
+    if (ok) {
+      o.outcome = "succeeded";
+      o.consecutive_failures = 0;
+      if (recurring) {
+        o.new_state = "scheduled";
+        o.next_run_at = next_recurring(t, s, rt.fire_time, now, o.skipped);
+        o.reset_attempt = true;
+      } else {
+        o.new_state = "succeeded";
+      }
+      return o;
+    }
+    o.outcome = timed_out ? "timed_out" : "failed";
+    o.error = std::move(error);
+    o.consecutive_failures = t.consecutive_failures;
+    if (t.attempt < t.max_attempts) {
+      o.new_state = "retryable";
+      o.next_run_at = now + retry_delay(t.attempt, milliseconds(t.backoff_base_ms),
+                                        milliseconds(t.backoff_cap_ms), 0.2);
+      return o;
+    }
+    o.consecutive_failures = t.consecutive_failures + 1;
+    if (!recurring) {
+      o.new_state = "failed";
+      return o;
+    }
+    o.reset_attempt = true;
+    o.next_run_at = next_recurring(t, s, rt.fire_time, now, o.skipped);
+    o.new_state = t.pause_after_failures > 0 && o.consecutive_failures >= t.pause_after_failures
+                      ? "paused"
+                      : "scheduled";
+    if (o.new_state == "paused") {
+      log(log_level::warn, "scheduler",
+          "task " + std::to_string(t.id) + " (" + t.type + ") paused after " +
+              std::to_string(o.consecutive_failures) + " consecutive failed runs");
+    }
+    return o;
+  }
+
+  // ---- workers ----
+
+  void worker_loop() {
+    for (;;) {
+      std::shared_ptr<running_task> rt;
+      handler fn;
+      {
+        std::unique_lock lock(mutex_);
+        worker_cv_.wait(lock,
+                        [&] { return workers_stop_ || (rt = next_queued_locked()) != nullptr; });
+        if (!rt) return;
+        rt->started = true;
+        rt->started_wall = system_clock::now();
+        rt->deadline = steady_clock::now() + milliseconds(rt->t.timeout_ms);
+        rt->token.set_deadline(rt->deadline);
+        running_.push_back(rt);
+        fn = handlers_.at(rt->t.type);
+        cycle_cv_.notify_one();  // it watches the deadline
+      }
+      bool ok = false;
+      std::string error;
+      std::string detail;
+      bool completed_in_tx = false;
+      {
+        task_context ctx(rt->t, rt->fire_time, rt->token, pools_,
+                         [this, rt](pg::connection& c) { return complete_in_handler(*rt, c); });
+        try {
+          const handler_result r = fn(ctx);
+          ok = r.ok;
+          error = r.error;
+        } catch (const std::exception& e) {
+          error = e.what();
+        } catch (...) {
+          error = "handler threw a non-standard exception";
+        }
+        if (!ok && error.empty()) error = "handler reported failure";
+        detail = ctx.detail();
+        completed_in_tx = ctx.completed_in_transaction() && ok;
+      }
+      const bool timed_out = rt->token.cancelled() && !ok;
+      std::unique_lock lock(mutex_);
+      running_.erase(std::find(running_.begin(), running_.end(), rt));
+      if (completed_in_tx) {
+        ++counters_.succeeded;
+      } else if (!(workers_stop_ && rt->abandoned)) {
+        // An abandoned task's outcome is still recorded: the claim token refuses it ('fenced').
+        outcomes_.push_back(make_outcome(*rt, ok, timed_out, error, detail));
+      }
+      if (rt->abandoned) stuck_worker_ids_.erase(std::this_thread::get_id());
+      idle_cv_.notify_all();
+      wake_locked();
+    }
+  }
+
+  std::shared_ptr<running_task> next_queued_locked() {
+    if (state_ != scheduler_state::running && state_ != scheduler_state::draining) return nullptr;
+    for (std::size_t n = 0; n < types_.size(); ++n) {
+      const std::string& type = types_[(rr_ + n) % types_.size()];
+      auto& q = queued_[type];
+      if (q.empty()) continue;
+      int running = 0;
+      for (const auto& r : running_)
+        running += r->t.type == type ? 1 : 0;
+      if (running >= limit_for(type)) continue;
+      rr_ = (rr_ + n + 1) % types_.size();
+      auto rt = q.front();
+      q.pop_front();
+      return rt;
+    }
+    return nullptr;
+  }
+
+  bool complete_in_handler(const running_task& rt, pg::connection& c) {
+    outcome_row o = make_outcome(rt, true, false, {}, {});
+    const auto res = c.query_cached(sql_complete_in_handler_, o.id, o.token, settings_.node_id,
+                                    o.new_state, o.next_run_at, o.reset_attempt, rt.started_wall,
+                                    pg::json_text{"{}"}, shard_);
+    return res.one<int>() == 1;
+  }
+
+  // ---- the check cycle ----
+
+  void cycle_loop() {
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+          if (cycle_stop_after_flush_) break;
+          if (wake_ || !outcomes_.empty() || !releases_.empty()) break;
+          const auto now = steady_clock::now();
+          auto until = next_wake_;
+          watch_timeouts_locked(now, until);
+          if (wake_ || !outcomes_.empty()) break;
+          if (now >= until) break;
+          cycle_cv_.wait_until(lock, until);
+          if (steady_clock::now() >= until) break;
+        }
+        wake_ = false;
+      }
+      const bool last = [&] {
+        const std::scoped_lock lock(mutex_);
+        return cycle_stop_after_flush_;
+      }();
+      run_cycle(!last);
+      if (last) {
+        // One more flush for outcomes that arrived during the final cycle.
+        bool more = false;
+        {
+          const std::scoped_lock lock(mutex_);
+          more = !outcomes_.empty() || !releases_.empty();
+        }
+        if (more) run_cycle(false);
+        return;
+      }
+    }
+  }
+
+  // Cancels handlers past their deadline; declares stuck those past deadline + stuck_grace and
+  // records their run as timed out. Moves `until` to the next deadline that needs attention.
+  void watch_timeouts_locked(steady_clock::time_point now, steady_clock::time_point& until) {
+    for (auto& rt : running_) {
+      if (rt->abandoned) continue;
+      if (!rt->cancel_sent) {
+        if (now >= rt->deadline) {
+          rt->cancel_sent = true;
+          auto token = rt;  // callbacks may block briefly (PQcancel): run them outside the lock
+          mutex_.unlock();
+          token->token.cancel();
+          mutex_.lock();
+        } else {
+          until = std::min(until, rt->deadline);
+          continue;
+        }
+      }
+      const auto stuck_at = rt->deadline + settings_.stuck_grace;
+      if (now >= stuck_at) {
+        rt->abandoned = true;
+        outcomes_.push_back(
+            make_outcome(*rt, false, true,
+                         "timed out after " + std::to_string(rt->t.timeout_ms) +
+                             " ms and did not stop within stuck_grace; its worker is stuck",
+                         {}));
+        log(log_level::warn, "scheduler",
+            "task " + std::to_string(rt->t.id) + " (" + rt->t.type +
+                ") ignored its cancellation: worker stuck, task will be retried");
+      } else {
+        until = std::min(until, stuck_at);
+      }
+    }
+  }
+
+  void run_cycle(bool allow_claims) {
+    const auto started_steady = steady_clock::now();
+    const auto started_wall = system_clock::now();
+    std::vector<outcome_row> outcomes;
+    std::vector<std::shared_ptr<running_task>> releases;
+    std::map<std::string, int> want;  // tasks to claim per type
+    {
+      const std::scoped_lock lock(mutex_);
+      outcomes.swap(outcomes_);
+      releases.swap(releases_);
+      if (allow_claims && state_ == scheduler_state::running) {
+        int outstanding_total = 0;
+        std::map<std::string, int> outstanding;
+        for (const auto& rt : running_) {
+          if (rt->abandoned) continue;
+          ++outstanding[rt->t.type];
+          ++outstanding_total;
+        }
+        for (const auto& [type, q] : queued_) {
+          outstanding[type] += static_cast<int>(q.size());
+          outstanding_total += static_cast<int>(q.size());
+        }
+        // Stuck workers are still occupied: they count against the total.
+        int stuck = 0;
+        for (const auto& rt : running_)
+          stuck += rt->abandoned ? 1 : 0;
+        int room = settings_.workers - stuck + settings_.prefetch - outstanding_total;
+        for (const auto& type : types_) {
+          const int n = std::min({settings_.claim_batch, room,
+                                  limit_for(type) + settings_.prefetch - outstanding[type]});
+          if (n > 0) {
+            want[type] = n;
+            room -= n;
+          }
+        }
+      }
+    }
+
+    std::map<std::string, type_counts> counts;
+    std::vector<std::shared_ptr<running_task>> claimed;
+    std::optional<time_point> next_due;
+    std::uint64_t skipped_total = 0;
+    int fenced = 0;
+    bool full_batch = false;
+    std::string error;
+    try {
+      auto lease = lane_.acquire();
+      pg::connection& c = lease.conn();
+      pg::transaction tx(c);
+      if (!outcomes.empty()) {
+        for (const auto& o : outcomes)
+          skipped_total += o.skipped;
+        const auto res = c.query_cached(sql_complete_, pg::json_text{outcomes_json(outcomes)},
+                                        settings_.node_id, shard_);
+        for (const auto row : res) {
+          auto& tc = counts[row.get<std::string>(0)];
+          const auto outcome = row.get<std::string>(1);
+          const int n = row.get<int>(2);
+          if (outcome == "succeeded")
+            tc.succeeded += n;
+          else if (outcome == "fenced")
+            tc.fenced += n, fenced += n;
+          else
+            tc.failed += n;  // failed, timed_out
+        }
+        for (const auto& o : outcomes)
+          counts[o.type].skipped += static_cast<int>(o.skipped);
+      }
+      if (!releases.empty()) {
+        std::string json = "[";
+        for (const auto& rt : releases) {
+          if (json.size() > 1) json += ',';
+          json += "{\"id\":" + std::to_string(rt->t.id) +
+                  ",\"token\":" + std::to_string(rt->t.claim_token) + "}";
+        }
+        json += "]";
+        c.query_cached(sql_release_, pg::json_text{json});
+      }
+      std::vector<outcome_row> skips;
+      for (const auto& [type, n] : want) {
+        const auto res = c.query_cached(sql_claim_, settings_.node_id, type, n);
+        if (res.rows() == n) full_batch = true;
+        counts[type].claimed += res.rows();
+        for (const auto row : res) {
+          auto rt = std::make_shared<running_task>();
+          rt->t = detail::row_to_task(row);
+          rt->fire_time = rt->t.fire_time.value_or(started_wall);
+          if (!apply_misfire_on_claim(*rt, started_wall, skips)) continue;
+          claimed.push_back(std::move(rt));
+        }
+      }
+      if (!skips.empty()) {
+        for (const auto& o : skips) {
+          skipped_total += o.skipped;
+          counts[o.type].skipped += static_cast<int>(o.skipped);
+        }
+        c.query_cached(sql_complete_, pg::json_text{outcomes_json(skips)}, settings_.node_id,
+                       shard_);
+      }
+      record_cycle(c, started_wall, started_steady, counts, skipped_total, fenced, {});
+      if (!full_batch) {
+        next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
+      }
+      tx.commit();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+
+    const std::scoped_lock lock(mutex_);
+    last_cycle_at_ = steady_clock::now();
+    ++counters_.cycles;
+    if (!error.empty()) {
+      // Nothing of this cycle committed: keep the outcomes and releases for the next one.
+      ++counters_.cycle_errors;
+      if (error != last_error_) log(log_level::error, "scheduler", "check cycle failed: " + error);
+      last_error_ = error;
+      outcomes_.insert(outcomes_.begin(), outcomes.begin(), outcomes.end());
+      releases_.insert(releases_.begin(), releases.begin(), releases.end());
+      next_wake_ = steady_clock::now() + settings_.poll_interval;
+      return;
+    }
+    last_error_.clear();
+    int claimed_n = 0;
+    for (const auto& [type, tc] : counts) {
+      counters_.succeeded += static_cast<std::uint64_t>(tc.succeeded);
+      counters_.failed += static_cast<std::uint64_t>(tc.failed);
+      counters_.fenced += static_cast<std::uint64_t>(tc.fenced);
+      counters_.claimed += static_cast<std::uint64_t>(tc.claimed);
+      claimed_n += tc.claimed;
+    }
+    counters_.skipped += skipped_total;
+    for (auto& rt : claimed)
+      queued_[rt->t.type].push_back(std::move(rt));
+    if (!claimed.empty()) worker_cv_.notify_all();
+
+    // When to look again: at once if a batch came back full, else at the next due time, within
+    // the poll interval, which doubles while nothing happens (NOTIFY wakes us meanwhile).
+    const bool busy = claimed_n > 0 || !outcomes.empty();
+    const bool listening = listening_.load();
+    current_poll_ = busy || !listening
+                        ? settings_.poll_interval
+                        : std::min(current_poll_ * 2,
+                                   std::max(settings_.idle_poll_max, settings_.poll_interval));
+    auto wake_at = steady_clock::now() + current_poll_;
+    if (full_batch) {
+      wake_at = steady_clock::now();
+    } else if (next_due) {
+      const auto until_due = *next_due - system_clock::now();
+      if (until_due <= std::chrono::nanoseconds(0)) {
+        // Due but not claimable now (no free worker, or locked by another node): a completion or
+        // the poll interval brings us back.
+        wake_at = std::min(wake_at, steady_clock::now() + settings_.poll_interval);
+      } else {
+        wake_at =
+            std::min(wake_at, steady_clock::now() +
+                                  std::chrono::duration_cast<steady_clock::duration>(until_due));
+      }
+    }
+    next_wake_ = wake_at;
+  }
+
+  // A recurring task found due long after its fire time follows its misfire policy. Returns
+  // false when the run is skipped (the task was rescheduled through `skips`).
+  bool apply_misfire_on_claim(running_task& rt, time_point now, std::vector<outcome_row>& skips) {
+    const task& t = rt.t;
+    if (t.schedule_kind == "once" || t.attempt > 1) return true;  // retries are not misfires
+    try {
+      const schedule s = t.parsed_schedule();
+      const auto plan = plan_misfire(s, rt.fire_time, now, parse_misfire_policy(t.misfire_policy),
+                                     std::chrono::seconds(t.misfire_grace_s), t.catch_up_limit);
+      if (!plan.misfired) return true;
+      if (!plan.runs.empty()) {
+        rt.fire_time = plan.runs.front();
+        if (plan.skipped > 0) {
+          outcome_row note;  // no state change: only the count of dropped fire times
+          note.skipped = plan.skipped;
+          note.type = t.type;
+          skipped_on_claim_ += plan.skipped;
+          // Counted through the cycle record; nothing to write for the task itself.
+          skips_counts_[t.type] += static_cast<int>(plan.skipped);
+        }
+        return true;
+      }
+      outcome_row o;
+      o.id = t.id;
+      o.token = t.claim_token;
+      o.type = t.type;
+      o.attempt = t.attempt;
+      o.outcome = "skipped";
+      o.new_state = "scheduled";
+      o.next_run_at = plan.next_run_at;
+      o.reset_attempt = true;
+      o.consecutive_failures = t.consecutive_failures;
+      o.fire_time = rt.fire_time;
+      o.started_at = now;
+      o.finished_at = now;
+      o.counts_run = false;
+      o.skipped = plan.skipped;
+      skips.push_back(std::move(o));
+      return false;
+    } catch (const std::exception&) {
+      return true;  // the run itself will report the broken schedule
+    }
+  }
+
+  void record_cycle(pg::connection& c, time_point started_wall,
+                    steady_clock::time_point started_steady,
+                    std::map<std::string, type_counts>& counts, std::uint64_t& skipped_total,
+                    int fenced, const std::string& error) {
+    for (const auto& [type, n] : skips_counts_)
+      counts[type].skipped += n;
+    skipped_total += skipped_on_claim_;
+    skips_counts_.clear();
+    skipped_on_claim_ = 0;
+    type_counts sum;
+    std::string by_type = "{";
+    std::string stats = "[{\"metric\":\"cycles\",\"type\":\"\",\"value\":1}";
+    for (const auto& [type, tc] : counts) {
+      sum.claimed += tc.claimed;
+      sum.succeeded += tc.succeeded;
+      sum.failed += tc.failed;
+      sum.skipped += tc.skipped;
+      if (by_type.size() > 1) by_type += ',';
+      by_type += json_quote(type) + ":{\"claimed\":" + std::to_string(tc.claimed) +
+                 ",\"succeeded\":" + std::to_string(tc.succeeded) +
+                 ",\"failed\":" + std::to_string(tc.failed) +
+                 ",\"skipped\":" + std::to_string(tc.skipped) +
+                 ",\"fenced\":" + std::to_string(tc.fenced) + "}";
+      stats += ",{\"metric\":\"claimed\",\"type\":" + json_quote(type) +
+               ",\"value\":" + std::to_string(tc.claimed) + "}";
+      stats += ",{\"metric\":\"skipped\",\"type\":" + json_quote(type) +
+               ",\"value\":" + std::to_string(tc.skipped) + "}";
+    }
+    by_type += "}";
+    stats += "]";
+    const double duration_ms =
+        std::chrono::duration<double, std::milli>(steady_clock::now() - started_steady).count();
+    c.query_cached(sql_record_cycle_, settings_.node_id, started_wall, duration_ms, sum.claimed,
+                   sum.succeeded, sum.failed, static_cast<int>(skipped_total), 0, fenced,
+                   pg::json_text{by_type},
+                   error.empty() ? std::optional<std::string>() : std::optional<std::string>(error),
+                   shard_, pg::json_text{stats});
+  }
+
+  // ---- heartbeat, leadership, rescue, pruning ----
+
+  int heartbeat_once() {
+    auto lease = lane_.acquire();
+    std::string state;
+    {
+      const std::scoped_lock lock(mutex_);
+      state = state_ == scheduler_state::draining ? "draining" : "running";
+    }
+    const auto res = lease->query_cached(sql_heartbeat_, settings_.node_id, host_,
+                                         static_cast<int>(getpid()), std::string(version_string),
+                                         static_cast<std::int64_t>(settings_.node_expiry.count()),
+                                         settings_.connection_budget, state, shard_);
+    const bool leader = res[0].get<int>("leader") == 1;
+    const int rescued = res[0].get<int>("rescued");
+    {
+      const std::scoped_lock lock(mutex_);
+      if (leader != leader_) {
+        log(log_level::info, "scheduler",
+            "node " + settings_.node_id +
+                (leader ? " is now the leader" : " is no longer the leader"));
+      }
+      leader_ = leader;
+      counters_.rescued += static_cast<std::uint64_t>(rescued);
+      if (rescued > 0) wake_locked();
+    }
+    if (rescued > 0) {
+      log(log_level::warn, "scheduler",
+          "rescued " + std::to_string(rescued) + " tasks of nodes that stopped responding");
+    }
+    return rescued;
+  }
+
+  void prune() {
+    auto lease = lane_.acquire();
+    if (settings_.run_retention.count() > 0) {
+      lease->query(with_schema(queries::prune_runs, settings_.schema),
+                   static_cast<std::int64_t>(settings_.run_retention.count()));
+    }
+    if (settings_.cycle_retention.count() > 0) {
+      lease->query(with_schema(queries::prune_cycles, settings_.schema),
+                   static_cast<std::int64_t>(settings_.cycle_retention.count()));
+    }
+    lease->exec(with_schema(queries::prune_nodes, settings_.schema));
+  }
+
+  void heartbeat_loop() {
+    auto next_prune = steady_clock::now() + std::chrono::minutes(1);
+    std::string last_error;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        if (threads_cv_.wait_for(lock, settings_.heartbeat_interval,
+                                 [this] { return threads_stop_; }))
+          return;
+      }
+      try {
+        heartbeat_once();
+        bool leader = false;
+        {
+          const std::scoped_lock lock(mutex_);
+          leader = leader_;
+        }
+        if (leader && steady_clock::now() >= next_prune) {
+          next_prune = steady_clock::now() + std::chrono::minutes(10);
+          prune();
+        }
+        last_error.clear();
+      } catch (const std::exception& e) {
+        if (last_error != e.what())
+          log(log_level::error, "scheduler", std::string("heartbeat failed: ") + e.what());
+        last_error = e.what();
+      }
+    }
+  }
+
+  // ---- LISTEN ----
+
+  void listener_loop() {
+    milliseconds backoff{100};
+    for (;;) {
+      {
+        const std::scoped_lock lock(mutex_);
+        if (threads_stop_) return;
+      }
+      try {
+        pg::connect_options o;
+        o.conninfo =
+            settings_.listen_conninfo.empty() ? lane_.config().conninfo : settings_.listen_conninfo;
+        o.application_name = "sluice/listen";
+        o.connect_timeout = lane_.config().connect_timeout;
+        pg::connection c = pg::connection::open(o);
+        c.listen(channel_);
+        listening_ = true;
+        backoff = milliseconds(100);
+        wake();  // anything inserted while we were not listening
+        for (;;) {
+          {
+            const std::scoped_lock lock(mutex_);
+            if (threads_stop_) return;
+          }
+          if (c.wait_notification(milliseconds(250))) {
+            c.drain_notifications();
+            wake();
+          }
+        }
+      } catch (const std::exception& e) {
+        if (listening_.exchange(false)) {
+          log(log_level::warn, "scheduler",
+              std::string("LISTEN connection lost, polling meanwhile: ") + e.what());
+        }
+      }
+      std::unique_lock lock(mutex_);
+      if (threads_cv_.wait_for(lock, backoff, [this] { return threads_stop_; })) return;
+      backoff = std::min(backoff * 2, milliseconds(5000));
+    }
+  }
+
+  scheduler_settings settings_;
+  pool::pool& lane_;
+  pool::pool_manager* pools_;
+  store store_;
+  std::string host_;
+  int shard_ = 0;
+  std::string sql_claim_, sql_complete_, sql_complete_in_handler_, sql_release_, sql_record_cycle_,
+      sql_next_due_, sql_heartbeat_, channel_;
+  std::vector<std::string> types_;           // set at start, then read-only
+  std::string types_array_;                  // the same as a PostgreSQL array literal
+  std::map<std::string, handler> handlers_;  // read-only after start
+  std::atomic<bool> listening_{false};
+
+  mutable std::mutex mutex_;
+  std::condition_variable cycle_cv_;    // wakes the cycle thread
+  std::condition_variable worker_cv_;   // wakes workers
+  std::condition_variable idle_cv_;     // a handler finished
+  std::condition_variable threads_cv_;  // stops heartbeat and listener
+  std::condition_variable stopped_cv_;
+  // Everything below is guarded by mutex_.
+  scheduler_state state_ = scheduler_state::stopped;
+  bool started_once_ = false;
+  bool stop_in_progress_ = false;
+  bool wake_ = false;
+  bool workers_stop_ = false;
+  bool cycle_stop_after_flush_ = false;
+  bool threads_stop_ = false;
+  bool leader_ = false;
+  std::size_t rr_ = 0;
+  std::map<std::string, std::deque<std::shared_ptr<running_task>>> queued_;
+  std::list<std::shared_ptr<running_task>> running_;
+  std::vector<outcome_row> outcomes_;
+  std::vector<std::shared_ptr<running_task>> releases_;
+  std::set<std::thread::id> stuck_worker_ids_;
+  steady_clock::time_point next_wake_{};
+  steady_clock::time_point last_cycle_at_{};
+  steady_clock::time_point started_at_{};
+  milliseconds current_poll_{0};
+  std::string last_error_;
+  scheduler_status counters_;
+  // Only touched by the cycle thread.
+  std::map<std::string, int> skips_counts_;
+  std::uint64_t skipped_on_claim_ = 0;
+
+  std::vector<std::thread> workers_;
+  std::thread cycle_thread_;
+  std::thread heartbeat_thread_;
+  std::thread listener_thread_;
+};
+
+scheduler::scheduler(scheduler_settings s, pool::pool& lane, pool::pool_manager* pools)
+    : impl_(std::make_shared<impl>(std::move(s), lane, pools)) {}
+
+scheduler::~scheduler() {
+  try {
+    impl_->stop();
+  } catch (const std::exception& e) {
+    log(log_level::error, "scheduler", std::string("stop failed: ") + e.what());
+  }
+}
+
+void scheduler::handle(const std::string& type, handler fn) {
+  impl_->handle(type, std::move(fn));
+}
+void scheduler::start() {
+  impl_->start();
+}
+void scheduler::stop() {
+  impl_->stop();
+}
+scheduler_status scheduler::status() const {
+  return impl_->status();
+}
+const std::string& scheduler::node_id() const noexcept {
+  return impl_->node_id();
+}
+store& scheduler::tasks() noexcept {
+  return impl_->tasks();
+}
+const scheduler_settings& scheduler::config() const noexcept {
+  return impl_->config();
+}
+void scheduler::wake() {
+  impl_->wake();
+}
+
+}  // namespace sluice::sched

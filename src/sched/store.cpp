@@ -1,0 +1,309 @@
+#include "sluice/sched/store.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "sched/migrations_data.hpp"
+#include "sched/queries.hpp"
+#include "sched/util.hpp"
+#include "sluice/pg/connection.hpp"
+
+namespace sluice::sched {
+
+using detail::with_schema;
+
+void validate_schema_name(const std::string& schema) {
+  const bool ok = !schema.empty() && schema.size() <= 63 &&
+                  (std::islower(static_cast<unsigned char>(schema[0])) || schema[0] == '_') &&
+                  std::all_of(schema.begin(), schema.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                  });
+  if (!ok) {
+    throw std::invalid_argument(
+        "schema: '" + schema +
+        "' must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 63 characters)");
+  }
+}
+
+std::int64_t cumulative_stats::total(const std::string& metric) const {
+  const auto it = totals.find(metric);
+  return it == totals.end() ? 0 : it->second;
+}
+
+store::store(pool::pool& lane, std::string schema) : lane_(lane), schema_(std::move(schema)) {
+  validate_schema_name(schema_);
+}
+
+namespace {
+
+int latest_version() {
+  const auto& all = detail::embedded_migrations();
+  return all.empty() ? 0 : all.back().version;
+}
+
+int read_version(pg::connection& c, const std::string& schema) {
+  const bool exists =
+      c.query("SELECT to_regclass($1) IS NOT NULL", "\"" + schema + "\".schema_migrations")
+          .one<bool>();
+  if (!exists) return 0;
+  return c.exec(with_schema(queries::current_version, schema)).one<int>();
+}
+
+std::string newer_message(int db, int mine, const std::string& schema) {
+  return "schema '" + schema + "' is at version " + std::to_string(db) +
+         ", newer than this sluice binary knows (" + std::to_string(mine) +
+         "): upgrade sluice before running it against this database";
+}
+
+}  // namespace
+
+migration_status store::check_schema(bool require_current) {
+  auto lease = lane_.acquire();
+  migration_status st;
+  st.latest = latest_version();
+  st.current = read_version(lease.conn(), schema_);
+  if (st.current > st.latest) throw schema_error(newer_message(st.current, st.latest, schema_));
+  if (require_current && st.current < st.latest) {
+    throw schema_error("schema '" + schema_ + "' is at version " + std::to_string(st.current) +
+                       ", this sluice needs " + std::to_string(st.latest) +
+                       ": run `sluice migrate`");
+  }
+  return st;
+}
+
+migration_status store::migrate() {
+  auto lease = lane_.acquire();
+  pg::connection& c = lease.conn();
+  migration_status st;
+  st.latest = latest_version();
+  for (const auto& m : detail::embedded_migrations()) {
+    pg::transaction tx(c);
+    c.query(queries::migration_lock, "sluice.migrate." + schema_);
+    c.exec("CREATE SCHEMA IF NOT EXISTS \"" + schema_ + "\"");
+    c.exec(with_schema(queries::create_migrations_table, schema_));
+    const int current = read_version(c, schema_);
+    if (current > st.latest) throw schema_error(newer_message(current, st.latest, schema_));
+    if (m.version <= current) continue;
+    c.exec("SET LOCAL search_path TO \"" + schema_ + "\"");
+    c.exec(m.sql);
+    c.query(with_schema(queries::record_migration, schema_), m.version, std::string(m.name));
+    tx.commit();
+    st.applied_now.push_back(m.version);
+  }
+  st.current = read_version(c, schema_);
+  if (st.current > st.latest) throw schema_error(newer_message(st.current, st.latest, schema_));
+  return st;
+}
+
+std::int64_t store::create(const task_spec& spec) {
+  spec.validate();
+  const auto now = std::chrono::system_clock::now();
+  const schedule& when = spec.when;
+  std::optional<time_point> first;
+  if (when.kind() == schedule_kind::once) {
+    first = when.at();  // in the past (or the epoch): due now
+  } else {
+    first = when.next_after(now);
+    if (!first) throw schedule_error("schedule: '" + when.to_string() + "' never fires after now");
+  }
+  auto lease = lane_.acquire();
+  try {
+    return lease
+        ->exec_cached(
+            with_schema(queries::insert_task, schema_),
+            pg::param_list::of(
+                spec.type, spec.name, pg::json_text{spec.payload}, std::string(when.kind_name()),
+                when.spec(), when.tz(), std::string(to_string(spec.misfire)),
+                static_cast<int>(spec.misfire_grace.count()), spec.catch_up_limit, *first,
+                spec.priority, spec.max_attempts,
+                static_cast<std::int64_t>(spec.backoff_base.count()),
+                static_cast<std::int64_t>(spec.backoff_cap.count()),
+                static_cast<std::int64_t>(spec.timeout.count()), spec.pause_after_failures))
+        .one<std::int64_t>();
+  } catch (const pg::sql_error& e) {
+    if (e.sqlstate() == "23505")
+      throw conflict_error("a task named '" + spec.name.value_or("") + "' already exists");
+    if (e.sqlstate() == "22P02" || e.sqlstate() == "22032")
+      throw schedule_error("payload: not valid JSON: " + e.message());
+    if (e.sqlstate() == "23514")
+      throw schedule_error("task rejected by the database: " + e.message());
+    throw;
+  }
+}
+
+std::optional<task> store::get(std::int64_t id) {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::get_task, schema_), id);
+  if (res.empty()) return std::nullopt;
+  return detail::row_to_task(res[0]);
+}
+
+std::optional<task> store::get_by_name(const std::string& name) {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::get_task_by_name, schema_), name);
+  if (res.empty()) return std::nullopt;
+  return detail::row_to_task(res[0]);
+}
+
+std::vector<task> store::list(const task_filter& f) {
+  const int limit = std::clamp(f.limit, 1, 1000);
+  std::optional<std::string> state;
+  if (f.state) state = std::string(to_string(*f.state));
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::list_tasks, schema_), f.type, state,
+                                       f.name, f.before_id, limit);
+  std::vector<task> out;
+  out.reserve(static_cast<std::size_t>(res.rows()));
+  for (const auto row : res)
+    out.push_back(detail::row_to_task(row));
+  return out;
+}
+
+namespace {
+
+change_result apply_change(pool::pool& lane, const std::string& schema, const char* sql,
+                           std::int64_t id, std::optional<time_point> when = std::nullopt) {
+  auto lease = lane.acquire();
+  pg::connection& c = lease.conn();
+  const auto res = when ? c.query_cached(with_schema(sql, schema), id, *when)
+                        : c.query_cached(with_schema(sql, schema), id);
+  if (res.rows() == 1) {
+    // Due work may have appeared: wake the nodes instead of waiting for their poll.
+    c.query_cached(queries::notify_tasks, schema + ".tasks");
+    return change_result::done;
+  }
+  const auto exists =
+      c.query_cached(with_schema("SELECT 1 FROM {s}.tasks WHERE id = $1", schema), id);
+  return exists.empty() ? change_result::not_found : change_result::wrong_state;
+}
+
+}  // namespace
+
+change_result store::pause(std::int64_t id) {
+  return apply_change(lane_, schema_, queries::pause_task, id);
+}
+change_result store::resume(std::int64_t id) {
+  return apply_change(lane_, schema_, queries::resume_task, id);
+}
+change_result store::cancel(std::int64_t id) {
+  return apply_change(lane_, schema_, queries::cancel_task, id);
+}
+change_result store::run_now(std::int64_t id) {
+  return apply_change(lane_, schema_, queries::run_now_task, id);
+}
+change_result store::reschedule(std::int64_t id, time_point next_run_at) {
+  return apply_change(lane_, schema_, queries::reschedule_task, id, next_run_at);
+}
+
+std::vector<task_run> store::runs(std::int64_t task_id, int limit,
+                                  std::optional<std::int64_t> before_id) {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::list_runs, schema_), task_id, before_id,
+                                       std::clamp(limit, 1, 1000));
+  std::vector<task_run> out;
+  for (const auto r : res) {
+    task_run run;
+    run.id = r.get<std::int64_t>(0);
+    run.task_id = r.get<std::int64_t>(1);
+    run.type = r.get<std::string>(2);
+    run.attempt = r.get<int>(3);
+    run.claim_token = r.get<std::int64_t>(4);
+    run.node = r.get<std::string>(5);
+    run.fire_time = r.get<std::optional<time_point>>(6);
+    run.started_at = r.get<time_point>(7);
+    run.finished_at = r.get<time_point>(8);
+    run.outcome = r.get<std::string>(9);
+    run.error = r.get<std::optional<std::string>>(10);
+    run.detail = r.get<std::optional<std::string>>(11);
+    run.recorded_by = r.get<std::string>(12);
+    out.push_back(std::move(run));
+  }
+  return out;
+}
+
+std::vector<cycle_record> store::cycles(int limit, std::optional<std::int64_t> before_id) {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::list_cycles, schema_), before_id,
+                                       std::clamp(limit, 1, 1000));
+  std::vector<cycle_record> out;
+  for (const auto r : res) {
+    cycle_record c;
+    c.id = r.get<std::int64_t>(0);
+    c.node = r.get<std::string>(1);
+    c.started_at = r.get<time_point>(2);
+    c.duration_ms = r.get<double>(3);
+    c.claimed = r.get<int>(4);
+    c.succeeded = r.get<int>(5);
+    c.failed = r.get<int>(6);
+    c.skipped = r.get<int>(7);
+    c.rescued = r.get<int>(8);
+    c.fenced = r.get<int>(9);
+    c.by_type = r.get<std::string>(10);
+    c.error = r.get<std::optional<std::string>>(11);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+cumulative_stats store::stats() {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::read_stats, schema_));
+  cumulative_stats st;
+  for (const auto r : res) {
+    const auto metric = r.get<std::string>(0);
+    const auto type = r.get<std::string>(1);
+    const auto value = r.get<std::int64_t>(2);
+    st.totals[metric] += value;
+    if (!type.empty()) st.by_type[metric][type] += value;
+  }
+  return st;
+}
+
+std::vector<node_info> store::nodes() {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::list_nodes, schema_));
+  std::vector<node_info> out;
+  for (const auto r : res) {
+    node_info n;
+    n.id = r.get<std::string>(0);
+    n.host = r.get<std::string>(1);
+    n.pid = r.get<int>(2);
+    n.version = r.get<std::string>(3);
+    n.started_at = r.get<time_point>(4);
+    n.heartbeat_at = r.get<time_point>(5);
+    n.expires_at = r.get<time_point>(6);
+    n.connection_budget = r.get<int>(7);
+    n.state = r.get<std::string>(8);
+    n.alive = r.get<bool>(9);
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+std::optional<std::string> store::leader() {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::current_leader, schema_));
+  if (res.empty()) return std::nullopt;
+  return res[0].get<std::string>(0);
+}
+
+std::vector<queue_depth> store::queues() {
+  auto lease = lane_.acquire();
+  const auto res = lease->query_cached(with_schema(queries::queue_depths, schema_));
+  std::vector<queue_depth> out;
+  for (const auto r : res) {
+    const auto type = r.get<std::string>(0);
+    if (out.empty() || out.back().type != type) out.push_back(queue_depth{type, {}, 0});
+    out.back().by_state[r.get<std::string>(1)] = r.get<std::int64_t>(2);
+    out.back().lag_s = std::max(out.back().lag_s, r.get<double>(3));
+  }
+  return out;
+}
+
+int store::budget_of_other_nodes(const std::string& except_node) {
+  auto lease = lane_.acquire();
+  return lease->query_cached(with_schema(queries::other_nodes_budget, schema_), except_node)
+      .one<int>();
+}
+
+}  // namespace sluice::sched

@@ -1,0 +1,79 @@
+#include "sluice/sched/task.hpp"
+
+#include <regex>
+#include <stdexcept>
+#include <string>
+
+namespace sluice::sched {
+
+std::string_view to_string(task_state s) noexcept {
+  switch (s) {
+    case task_state::scheduled:
+      return "scheduled";
+    case task_state::available:
+      return "available";
+    case task_state::running:
+      return "running";
+    case task_state::retryable:
+      return "retryable";
+    case task_state::succeeded:
+      return "succeeded";
+    case task_state::failed:
+      return "failed";
+    case task_state::cancelled:
+      return "cancelled";
+    case task_state::paused:
+      return "paused";
+  }
+  return "?";
+}
+
+task_state parse_task_state(std::string_view text) {
+  for (const auto s :
+       {task_state::scheduled, task_state::available, task_state::running, task_state::retryable,
+        task_state::succeeded, task_state::failed, task_state::cancelled, task_state::paused}) {
+    if (to_string(s) == text) return s;
+  }
+  throw std::invalid_argument(
+      "unknown task state '" + std::string(text) +
+      "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused)");
+}
+
+namespace {
+bool valid_type(const std::string& t) {
+  if (t.empty() || t.size() > 100) return false;
+  for (const char c : t) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == ':' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+}  // namespace
+
+void task_spec::validate() const {
+  auto fail = [](const std::string& m) { throw schedule_error(m); };
+  if (!valid_type(type))
+    fail("type: '" + type + "' must be 1-100 characters of A-Z a-z 0-9 _ . : -");
+  if (name && (name->empty() || name->size() > 200)) fail("name: must be 1-200 characters");
+  if (payload.empty() || payload.front() != '{') fail("payload: must be a JSON object");
+  if (priority < -1000 || priority > 1000) fail("priority: must be between -1000 and 1000");
+  if (max_attempts < 1 || max_attempts > 1000) fail("max_attempts: must be between 1 and 1000");
+  if (backoff_base.count() < 0) fail("backoff_base: must not be negative");
+  if (backoff_cap < backoff_base) fail("backoff_cap: must be at least backoff_base");
+  if (timeout.count() <= 0) fail("timeout: must be positive");
+  if (misfire_grace.count() < 0) fail("misfire_grace: must not be negative");
+  if (catch_up_limit < 1 || catch_up_limit > 10000)
+    fail("catch_up_limit: must be between 1 and 10000");
+  if (pause_after_failures < 0) fail("pause_after_failures: must not be negative");
+}
+
+schedule task::parsed_schedule() const {
+  return schedule::from_fields(schedule_kind, schedule_spec, timezone);
+}
+
+double task_run::duration_ms() const {
+  return std::chrono::duration<double, std::milli>(finished_at - started_at).count();
+}
+
+}  // namespace sluice::sched

@@ -1,0 +1,24 @@
+#pragma once
+
+// Small helpers shared by the store and the engine.
+
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "sluice/pg/result.hpp"
+#include "sluice/sched/task.hpp"
+
+namespace sluice::sched::detail {
+
+// Replaces every "{s}" in `sql` with the quoted schema identifier.
+std::string with_schema(std::string_view sql, std::string_view schema);
+
+// JSON string literal (with quotes) for `text`.
+std::string json_quote(std::string_view text);
+// RFC 3339 UTC timestamp with microseconds, as a JSON string literal; "null" for nullopt.
+std::string json_time(const std::optional<time_point>& t);
+
+task row_to_task(const pg::row& r);
+
+}  // namespace sluice::sched::detail
