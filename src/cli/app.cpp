@@ -26,6 +26,12 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", std::string(version_string));
   register_version(app);
   register_bench(app);
+  register_bench_scheduler(*app.get_subcommand("bench"));
+  register_migrate(app);
+  register_task(app);
+  register_pools(app);
+  register_cycles(app);
+  register_doctor(app);
 
   try {
     app.parse(argc, argv);

@@ -8,6 +8,7 @@ void register_bench(CLI::App& app) {
   auto* bench =
       app.add_subcommand("bench", "Measure the pool and the scheduler against the server");
   bench->require_subcommand(1);
+  register_bench_pool(*bench);
 }
 
 }  // namespace sluice::cli

@@ -136,6 +136,7 @@ lease core::acquire(milliseconds timeout, const std::source_location& where) {
     const std::int64_t now = now_ns();
     if (fit_to_lend(s, now)) {
       lend(s, where, now);
+      refs_.fetch_add(2, std::memory_order_relaxed);
       return lease(this, s);
     }
     discard(s, true);
@@ -147,10 +148,6 @@ lease core::acquire(milliseconds timeout, const std::source_location& where) {
 bool core::fit_to_lend(slot* s, std::int64_t now) {
   if (s->expires_ns != 0 && now >= s->expires_ns) {
     recycles_.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
-  if (!connector_->usable(s->conn, s->id)) {
-    invalidations_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
   if (settings_.pre_ping) {
@@ -267,8 +264,7 @@ void core::release(slot* s, bool invalid) noexcept {
   bool keep = !invalid && !closed_.load(std::memory_order_acquire);
   if (keep) {
     try {
-      keep = connector_->reset(s->conn, s->id, settings_.reset_on_return) &&
-             connector_->usable(s->conn, s->id);
+      keep = connector_->reset(s->conn, s->id, settings_.reset_on_return);
     } catch (...) {
       keep = false;
     }
@@ -304,13 +300,12 @@ void core::release(slot* s, bool invalid) noexcept {
   while (!waiters_present && open > settings_.size) {
     if (open_.compare_exchange_weak(open, open - 1, std::memory_order_relaxed)) {
       idle_closes_.fetch_add(1, std::memory_order_relaxed);
+      checked_out_.fetch_sub(1, std::memory_order_relaxed);
       s->conn = pg::connection{};
       s->state.store(slot::empty, std::memory_order_release);
-      std::shared_ptr<core> keep_alive;
-      {
+      if (closed_.load()) {
         const std::scoped_lock lock(mutex_);
-        checked_out_.fetch_sub(1, std::memory_order_relaxed);
-        after_lease_end_locked(keep_alive);
+        notify_drained_locked();
       }
       return;
     }
@@ -321,23 +316,22 @@ void core::release(slot* s, bool invalid) noexcept {
   wake_head_waiter();
 }
 
-void core::after_lease_end_locked(std::shared_ptr<core>& keep_alive) noexcept {
-  if (!closed_.load()) return;
-  drained_cv_.notify_all();
-  if (checked_out_.load() == 0 && self_) keep_alive = std::move(self_);
+void core::notify_drained_locked() noexcept {
+  if (closed_.load()) drained_cv_.notify_all();
 }
 
 // Closes the connection in `s` (outside the mutex) and frees the slot. A waiter may now need a
 // new connection, so the connector thread is woken.
 void core::discard(slot* s, bool was_lent) noexcept {
+  // Counted as returned before the slot is freed, so the slot's next connection is never counted
+  // while this one still is (peak_checked_out must not overstate).
+  if (was_lent) checked_out_.fetch_sub(1, std::memory_order_relaxed);
   s->conn = pg::connection{};
   s->state.store(slot::empty, std::memory_order_release);
   open_.fetch_sub(1, std::memory_order_relaxed);
-  std::shared_ptr<core> keep_alive;  // destroyed after the lock is released
   const std::scoped_lock lock(mutex_);
-  if (was_lent) checked_out_.fetch_sub(1, std::memory_order_relaxed);
   connector_cv_.notify_one();
-  after_lease_end_locked(keep_alive);
+  notify_drained_locked();
 }
 
 bool core::needs_connection_locked() const noexcept {
@@ -596,10 +590,13 @@ int core::close(milliseconds grace) {
   return checked_out_.load();
 }
 
-void core::abandon(std::shared_ptr<core> self) {
-  close(milliseconds(0));
-  const std::scoped_lock lock(mutex_);
-  if (checked_out_.load() > 0) self_ = std::move(self);
+void core::drop_owner(core* c) noexcept {
+  c->close(milliseconds(0));
+  if (c->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete c;  // NOLINT(cppcoreguidelines-owning-memory)
+}
+
+void core::drop_lease(core* c) noexcept {
+  if (c->refs_.fetch_sub(2, std::memory_order_acq_rel) == 2) delete c;  // NOLINT(cppcoreguidelines-owning-memory)
 }
 
 }  // namespace detail
@@ -634,6 +631,7 @@ void lease::release() noexcept {
   detail::core* c = std::exchange(core_, nullptr);
   detail::slot* s = std::exchange(slot_, nullptr);
   c->release(s, std::exchange(invalid_, false));
+  detail::core::drop_lease(c);  // last: may delete the core when the pool is gone
 }
 
 // ---- pool --------------------------------------------------------------------------------
@@ -644,13 +642,12 @@ pool::pool(settings s, std::shared_ptr<connector> conn,
            std::function<std::chrono::steady_clock::time_point()> clock) {
   validate(s);
   if (!conn) throw settings_error("pool '" + s.name + "': no connector");
-  core_ = std::make_shared<detail::core>(std::move(s), std::move(conn), std::move(clock));
-  core_->start();
+  auto owned = std::make_unique<detail::core>(std::move(s), std::move(conn), std::move(clock));
+  owned->start();
+  core_ = owned.release();  // from here on owned through refs_ (see detail::core)
 }
 
-pool::~pool() {
-  core_->abandon(core_);
-}
+pool::~pool() { detail::core::drop_owner(core_); }
 
 lease pool::acquire(std::source_location where) {
   return core_->acquire(core_->config().timeout, where);

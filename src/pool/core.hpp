@@ -50,7 +50,10 @@ struct alignas(64) slot {
   std::atomic<std::uint64_t> checkouts{0};  // written only by the owner
 };
 
-class core : public std::enable_shared_from_this<core> {
+// Lifetime: the pool object and every outstanding lease each hold a reference (refs_); whoever
+// drops the last one deletes the core. So a lease may outlive its pool, and a lease being
+// returned never races with the pool's destruction.
+class core {
  public:
   core(settings s, std::shared_ptr<connector> conn, clock_fn clock);
   core(const core&) = delete;
@@ -64,9 +67,10 @@ class core : public std::enable_shared_from_this<core> {
   void release(slot* s, bool invalid) noexcept;
   pool_stats stats() const;
   int close(std::chrono::milliseconds grace);
-  // Called by ~pool: closes, and if leases are still out keeps this core alive until the last
-  // one comes back.
-  void abandon(std::shared_ptr<core> self);
+  // The pool object lets go: closes the pool; the core lives on until its last lease returns.
+  static void drop_owner(core* c) noexcept;
+  // Called by lease::release() as its very last step.
+  static void drop_lease(core* c) noexcept;
   void housekeep_once();
   const settings& config() const noexcept { return settings_; }
 
@@ -88,7 +92,7 @@ class core : public std::enable_shared_from_this<core> {
   void hand_off_locked(slot* s) noexcept;
   void wake_head_waiter() noexcept;
   void discard(slot* s, bool was_lent) noexcept;
-  void after_lease_end_locked(std::shared_ptr<core>& keep_alive) noexcept;
+  void notify_drained_locked() noexcept;
   void note_peak(int checked_out) noexcept;
   void connector_loop();
   void housekeeper_loop();
@@ -103,6 +107,7 @@ class core : public std::enable_shared_from_this<core> {
   std::unique_ptr<slot[]> slots_;
   alignas(64) std::atomic<std::int64_t> tick_ns_;  // coarse monotonic time, kept by the housekeeper
 
+  alignas(64) std::atomic<std::int64_t> refs_{1};  // bit 0: the pool object; 2 per lease
   alignas(64) std::atomic<int> checked_out_{0};
   alignas(64) std::atomic<int> waiting_{0};  // == waiters_.size(), readable without the mutex
   alignas(64) std::atomic<int> open_{0};     // slots not empty (connecting ones included)
@@ -126,7 +131,6 @@ class core : public std::enable_shared_from_this<core> {
   std::array<std::uint64_t, 16> wait_buckets_{};             // guarded
   double wait_sum_ms_ = 0;                                   // guarded
   double wait_max_ms_ = 0;                                   // guarded
-  std::shared_ptr<core> self_;                               // guarded: set by abandon()
   bool threads_started_ = false;                             // guarded
 
   std::thread connector_thread_;

@@ -42,10 +42,6 @@ class libpq_connector final : public connector {
     }
     return c.tx_status() == pg::transaction_status::idle && !c.poisoned();
   }
-
-  bool usable(const pg::connection& c, std::uint64_t /*id*/) override {
-    return !c.poisoned() && c.tx_status() == pg::transaction_status::idle;
-  }
 };
 
 }  // namespace

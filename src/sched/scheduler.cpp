@@ -52,7 +52,7 @@ bool cancel_token::sleep_for(milliseconds d) const {
   return !cv_.wait_for(lock, d, [this] { return cancelled(); });
 }
 
-void cancel_token::on_cancel(std::function<void()> fn) {
+void cancel_token::on_cancel(std::function<void()> fn) const {
   {
     const std::scoped_lock lock(mutex_);
     if (!cancelled()) {

@@ -42,20 +42,14 @@ class fake_connector final : public pool::connector {
     return !is_dead(id);
   }
 
-  bool usable(const pg::connection& /*c*/, std::uint64_t id) override {
-    // Only a ping finds a silently dead connection; `broken` ones fail the local check too.
-    if (!any_broken_.load(std::memory_order_relaxed)) return true;
-    const std::scoped_lock lock(mutex_);
-    return !broken_.contains(id);
-  }
-
-  // The server side of `id` went away: pings fail, the local check still passes.
+  // The server side of `id` went away: pings fail, a return still looks fine.
   void kill(std::uint64_t id) {
     const std::scoped_lock lock(mutex_);
     dead_.insert(id);
     any_dead_.store(true);
   }
-  // `id` is known locally to be broken (like a poisoned pg::connection).
+  // `id` is known locally to be broken (like a poisoned pg::connection): it is discarded when
+  // returned.
   void poison(std::uint64_t id) {
     const std::scoped_lock lock(mutex_);
     broken_.insert(id);

@@ -4,15 +4,18 @@
 // the server (the shared cluster from scripts/test must never be touched that way, since other
 // tests use it at the same time).
 //
-// The cluster lives in a fresh folder under /tmp, listens on 127.0.0.1 at a port that was free
-// when it started (kept across stop()/start(), so conninfo() stays valid for a pool that
-// outlives a restart) and on a Unix socket inside that folder. It runs as the `postgres` OS
-// user with trust authentication and fsync off: built for speed, not durability.
+// The cluster lives in a fresh folder (under /dev/shm when that is a roomy tmpfs, else under
+// the temp directory), listens on 127.0.0.1 at a port that was free when it started (kept
+// across stop()/start(), so conninfo() stays valid for a pool that outlives a restart) and on a
+// Unix socket inside that folder. It runs as the `postgres` OS user with trust authentication
+// and fsync off: built for speed, not durability. A test process killed before its destructors
+// run leaves sluice-cluster.* folders (and possibly a running server) behind.
 //
 // Thread-safety: start(), stop(), restart() and the destructor must not race with each other;
 // the accessors and connect() may be called from any thread.
 // Throws: std::runtime_error (with the server's log tail) when initdb, start or stop fails.
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -42,11 +45,15 @@ enum class shutdown_mode {
 // Why a temp_cluster cannot run here (no postgres OS user, no PostgreSQL 15 binaries, or a
 // user that is neither root nor postgres); empty when it can.
 [[nodiscard]] std::string temp_cluster_unavailable_reason();
-[[nodiscard]] inline bool can_run_temp_cluster() { return temp_cluster_unavailable_reason().empty(); }
+[[nodiscard]] inline bool can_run_temp_cluster() {
+  return temp_cluster_unavailable_reason().empty();
+}
 
 class temp_cluster {
  public:
-  // initdb into a new folder, then start(). Takes one to three seconds.
+  // Copies a fresh data directory into a new folder, then start(). The data directory comes
+  // from one initdb per machine and user, kept for later runs as sluice-pg15-template-v1-u<uid>
+  // next to the clusters (delete it to force a new initdb).
   explicit temp_cluster(temp_cluster_options options = {});
   temp_cluster(const temp_cluster&) = delete;
   temp_cluster& operator=(const temp_cluster&) = delete;
@@ -83,7 +90,7 @@ class temp_cluster {
   std::string data_dir_;  // dir_/data
   std::string log_file_;  // dir_/postgresql.log
   int port_ = 0;
-  bool running_ = false;
+  std::atomic<bool> running_{false};
 };
 
 }  // namespace sluice::test

@@ -54,10 +54,10 @@ class connector {
   virtual pg::connection connect(const settings& s, std::uint64_t id) = 0;
   // A round trip to the server; false when the connection is dead.
   virtual bool ping(pg::connection& c, std::uint64_t id) = 0;
-  // Brings a returned connection back to a clean state; false when it must be discarded.
+  // Brings a returned connection back to a clean state; false when it must be discarded (it is
+  // broken, poisoned, or its session could not be reset). Called for every returned connection,
+  // so the common case (idle, healthy) must not need a round trip.
   virtual bool reset(pg::connection& c, std::uint64_t id, reset_mode mode) = 0;
-  // Cheap local check (no round trip): false when the connection must not be lent again.
-  virtual bool usable(const pg::connection& c, std::uint64_t id) = 0;
 };
 
 // The libpq-backed connector.
@@ -169,7 +169,7 @@ class pool {
   void housekeep_now();
 
  private:
-  std::shared_ptr<detail::core> core_;
+  detail::core* core_;  // shared with outstanding leases; see detail::core for its lifetime
 };
 
 }  // namespace sluice::pool

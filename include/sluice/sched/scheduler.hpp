@@ -66,7 +66,7 @@ class cancel_token {
   bool sleep_for(std::chrono::milliseconds d) const;
   // Runs `fn` (from the scheduler's thread) when the token is cancelled, at once if it already
   // is. Used to interrupt blocking work: PQcancel, killing a process group, aborting a transfer.
-  void on_cancel(std::function<void()> fn);
+  void on_cancel(std::function<void()> fn) const;
 
   // Called by the engine: marks the token and runs the callbacks once.
   void cancel();
@@ -77,7 +77,7 @@ class cancel_token {
   std::chrono::steady_clock::time_point deadline_{};
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
-  std::vector<std::function<void()>> callbacks_;  // guarded by mutex_
+  mutable std::vector<std::function<void()>> callbacks_;  // guarded by mutex_
 };
 
 class task_context {

@@ -1,0 +1,68 @@
+#pragma once
+
+// The built-in task handlers: `sql` (one statement on a named pool), `http` (a webhook through
+// libcurl), `command` (an allow-listed executable, never a shell) and `noop`. Payload formats,
+// examples and security notes: docs/handlers.md.
+//
+// Every handler stops its work when the task's cancel_token is cancelled or its deadline
+// passes: the sql handler sends a cancel request to the server (PQcancel), the http handler
+// aborts the transfer, the command handler sends SIGTERM and then SIGKILL to the command's
+// process group. A handler reports what it did with task_context::set_detail().
+//
+// Thread-safety: the returned handlers are stateless copies; one may run on many worker threads
+// at once. validate_payload() is thread-safe.
+// Throws: the handlers report problems as handler_result::failure and do not throw (except
+// std::bad_alloc); validate_payload() throws schedule_error.
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/sched/cron.hpp"
+#include "sluice/sched/scheduler.hpp"
+
+namespace sluice::sched {
+
+// What command tasks may run, and the limits they run under.
+struct command_policy {
+  // Absolute paths of the executables a command task may name as argv[0], compared as text
+  // (no symlink resolution, no PATH search). Empty: no command may run.
+  std::vector<std::string> allow;
+  // Time limit for a command whose cancel token carries no deadline (a handler called outside
+  // the scheduler). The scheduler always sets one: the task's own timeout. 0: no limit.
+  std::chrono::milliseconds default_timeout = std::chrono::seconds(60);
+  // Kept per stream (stdout, stderr); the rest is read and discarded so the child never blocks.
+  std::size_t max_output_bytes = 64 * 1024;
+  // How long a command may take to exit after SIGTERM before its process group gets SIGKILL.
+  std::chrono::milliseconds kill_grace = std::chrono::seconds(2);
+};
+
+// `sql`: runs the payload's statement with its parameters on a lease from the named pool of
+// ctx.pools(). Detail: {"rows_affected": n, "rows": n}, or {"sqlstate": "..."} on an SQL error.
+[[nodiscard]] handler make_sql_handler();
+
+// `http`: sends one request through libcurl (http and https only, no redirects unless asked).
+// Detail: {"status": n, "body_excerpt": "...", "elapsed_ms": n}; the excerpt holds at most
+// `max_body_excerpt` bytes of the response body.
+[[nodiscard]] handler make_http_handler(std::size_t max_body_excerpt = 4096);
+
+// `command`: runs argv[0] (which must be in policy.allow) with argv, in its own process group,
+// with exactly the payload's environment plus PATH=/usr/bin:/bin, without a shell.
+// Detail: {"exit_code", "signal", "stdout", "stderr", "timed_out", ...}.
+[[nodiscard]] handler make_command_handler(command_policy policy);
+
+// `noop`: succeeds at once and ignores its payload (tests and benchmarks).
+[[nodiscard]] handler make_noop_handler();
+
+// Checks a payload for a task type without running it, so that an API can refuse a bad task
+// when it is created rather than when it first runs. Knows "sql", "http", "command" and "noop";
+// for any other type it only checks that the payload is a JSON object. For "command", `policy`
+// supplies the allow-list; a null policy allows no command.
+// Throws schedule_error naming the type and the field, e.g.
+// "sql payload: unknown field 'parms' (known: pool, sql, params)".
+void validate_payload(std::string_view type, std::string_view payload_json,
+                      const command_policy* policy);
+
+}  // namespace sluice::sched

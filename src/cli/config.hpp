@@ -1,0 +1,152 @@
+#pragma once
+
+// The daemon's configuration: a TOML file read once at start (and again on SIGHUP), with
+// environment variables applied on top, checked as a whole before anything connects.
+// docs/configuration.md lists every setting with its unit, default and advice.
+//
+// Everything here is a value type: parse once, then read from any thread. Loading throws
+// config_error and nothing else (apart from std::bad_alloc); its message names the file, the
+// key path, the line when known, and what to change. Messages and to_json_redacted() never
+// contain a password or the API token.
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sluice/pool/manager.hpp"
+#include "sluice/pool/settings.hpp"
+#include "sluice/sched/scheduler.hpp"
+
+namespace sluice::cli {
+
+// The configuration is unusable. what() reads
+//   "<source>:<line>:<column>: <key.path>: <reason>"
+// with the position left out when there is none, and the key left out for errors of the file
+// as a whole (unreadable, TOML syntax). A bad environment variable reads
+//   "<source>: environment variable <NAME>: <reason>".
+class config_error : public std::runtime_error {
+ public:
+  config_error(std::string source, std::string key, std::string reason, int line = 0,
+               int column = 0);
+  // An error in environment variable `variable`; key() is then the variable's name.
+  [[nodiscard]] static config_error environment(std::string source, std::string variable,
+                                                std::string reason);
+
+  [[nodiscard]] const std::string& source() const noexcept { return source_; }
+  // Dotted path such as "pools.platform.size", or the environment variable's name.
+  [[nodiscard]] const std::string& key() const noexcept { return key_; }
+  [[nodiscard]] const std::string& reason() const noexcept { return reason_; }
+  [[nodiscard]] int line() const noexcept { return line_; }  // 1-based; 0: unknown
+  [[nodiscard]] int column() const noexcept { return column_; }
+  [[nodiscard]] bool from_environment() const noexcept { return from_environment_; }
+
+ private:
+  std::string source_;
+  std::string key_;
+  std::string reason_;
+  int line_ = 0;
+  int column_ = 0;
+  bool from_environment_ = false;
+};
+
+// Reads one environment variable; nullopt when it is unset. Tests pass a fake.
+using env_lookup = std::function<std::optional<std::string>(std::string_view)>;
+
+// The process environment (getenv). Empty values count as unset everywhere in this file.
+[[nodiscard]] env_lookup process_environment();
+
+// The scheduler's lane (its own small pool) is configured under [scheduler.lane] and is named
+// this in the pool manager; [pools.scheduler] is therefore refused.
+inline constexpr std::string_view lane_pool_name = "scheduler";
+
+enum class log_format { text, json };
+enum class log_level { debug, info, warn, error };
+[[nodiscard]] std::string_view to_string(log_format f) noexcept;
+[[nodiscard]] std::string_view to_string(log_level l) noexcept;
+
+struct database_config {
+  // conninfo string or URI shared by every pool without a url of its own. Empty: libpq reads
+  // PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSERVICE, ... itself.
+  std::string url;
+  std::chrono::milliseconds connect_timeout = std::chrono::seconds(10);
+  std::optional<std::chrono::milliseconds> statement_timeout;  // nullopt: the server's setting
+  std::string application_name_prefix = "sluice";              // pools connect as "<prefix>/<pool>"
+  std::optional<int> connection_budget;  // most server connections this process may hold
+};
+
+struct http_config {
+  std::string address = "127.0.0.1";
+  int port = 8080;                   // 0: the operating system picks a free port
+  std::string token;                 // bearer token for mutating calls; empty: they are refused
+  std::filesystem::path token_file;  // where token came from, if from a file (absolute)
+  std::size_t max_body_bytes = 1024 * 1024;
+  std::chrono::milliseconds history = std::chrono::hours(1);  // in-memory pool history kept
+  std::chrono::milliseconds sample_interval = std::chrono::seconds(5);
+};
+
+struct commands_config {
+  // Absolute paths of the executables command tasks may run, as written (not resolved), in
+  // file order without duplicates. Each existed and was executable when the file was loaded.
+  std::vector<std::string> allow;
+  std::chrono::milliseconds default_timeout = std::chrono::seconds(60);
+  std::size_t max_output_bytes = 64 * 1024;  // stdout and stderr each, kept per run
+};
+
+struct log_config {
+  log_format format = log_format::text;
+  log_level level = log_level::info;
+};
+
+// The whole configuration, every default filled in and every override applied.
+struct daemon_config {
+  std::string source;  // file name (or the name given to parse_config), for messages
+  database_config database;
+  // Named pools sorted by name, each complete: conninfo, application_name and timeouts already
+  // inherited from [database], environment overrides applied. Never empty: a file without
+  // [pools] gets one pool named "default".
+  std::vector<pool::settings> pools;
+  pool::settings lane;                  // the scheduler's lane, named lane_pool_name
+  sched::scheduler_settings scheduler;  // connection_budget is connections_needed()
+  http_config http;
+  commands_config commands;
+  log_config log;
+  std::vector<std::string> environment_applied;  // names of the variables that changed something
+
+  // Most server connections the process can hold: size + max_overflow over the pools and the
+  // lane, plus one for LISTEN when scheduler.listen is on.
+  [[nodiscard]] int connections_needed() const noexcept;
+  [[nodiscard]] int dedicated_connections() const noexcept { return scheduler.listen ? 1 : 0; }
+
+  [[nodiscard]] pool::manager_settings manager_settings() const;
+  // The named pools followed by the lane: everything to add() to the pool manager.
+  [[nodiscard]] std::vector<pool::settings> pool_settings() const;
+  [[nodiscard]] sched::scheduler_settings scheduler_settings() const { return scheduler; }
+  // The named pool, or nullptr.
+  [[nodiscard]] const pool::settings* find_pool(std::string_view name) const noexcept;
+
+  // Everything above as JSON, for `sluice serve --print-config`: passwords removed from every
+  // conninfo, the token replaced by whether one is set, durations as strings ("30s", "1m30s").
+  [[nodiscard]] std::string to_json_redacted() const;
+};
+
+// Reads and checks `file`, then applies the environment. Throws config_error.
+[[nodiscard]] daemon_config load_config(const std::filesystem::path& file, const env_lookup& env);
+// The same for text already in memory; `source_name` appears in messages, and a relative
+// token_file is read relative to the current directory. Throws config_error.
+[[nodiscard]] daemon_config parse_config(std::string_view toml_text, std::string_view source_name,
+                                         const env_lookup& env);
+
+// Durations as the file writes them: groups of a whole number and a unit, units d, h, m, s, ms
+// largest first and each at most once ("500ms", "30s", "1m30s", "2h", "1d12h"). A bare number
+// is refused (in the file a bare TOML integer means seconds). Throws std::invalid_argument.
+[[nodiscard]] std::chrono::milliseconds parse_duration(std::string_view text);
+// The inverse: largest units first, zero units left out, "0s" for zero.
+[[nodiscard]] std::string format_duration(std::chrono::milliseconds d);
+
+}  // namespace sluice::cli

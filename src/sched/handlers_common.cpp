@@ -1,0 +1,341 @@
+#include "sched/handlers_common.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstddef>
+#include <initializer_list>
+#include <string>
+#include <utility>
+
+#include "sluice/pg/error.hpp"
+
+namespace sluice::sched {
+namespace detail {
+namespace {
+
+using nlohmann::json;
+
+// The longest timeout_ms a payload may ask for: a day. Longer is a typo, not a webhook.
+constexpr std::int64_t max_timeout_ms = 24LL * 60 * 60 * 1000;
+
+std::string join(std::initializer_list<std::string_view> names) {
+  std::string out;
+  for (const auto name : names) {
+    if (!out.empty()) out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+bool has_nul(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
+
+// Reads one payload object: parses it, refuses fields it does not know, and offers typed
+// getters whose errors name the field. Every error starts with "<type> payload: ".
+class payload_reader {
+ public:
+  payload_reader(std::string_view type, std::string_view text,
+                 std::initializer_list<std::string_view> known)
+      : type_(type) {
+    try {
+      doc_ = json::parse(text);
+    } catch (const json::parse_error& e) {
+      // Not e.what(): it quotes the payload, which may hold a secret.
+      fail("not valid JSON (error at byte " + std::to_string(e.byte) + ")");
+    }
+    if (!doc_.is_object()) fail("must be a JSON object");
+    for (const auto& [key, value] : doc_.items()) {
+      if (std::find(known.begin(), known.end(), key) == known.end())
+        fail("unknown field '" + key + "' (known: " + join(known) + ")");
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& message) const {
+    throw schedule_error(std::string(type_) + " payload: " + message);
+  }
+  [[noreturn]] void fail(std::string_view field, const std::string& message) const {
+    fail("'" + std::string(field) + "' " + message);
+  }
+
+  // The field, or nullptr when it is absent or null.
+  [[nodiscard]] const json* find(std::string_view field) const {
+    const auto it = doc_.find(field);
+    if (it == doc_.end() || it->is_null()) return nullptr;
+    return &*it;
+  }
+
+  [[nodiscard]] const json& required(std::string_view field) const {
+    const json* v = find(field);
+    if (v == nullptr) fail(field, "is required");
+    return *v;
+  }
+
+  [[nodiscard]] std::string string_field(std::string_view field, const json& v) const {
+    if (!v.is_string()) fail(field, "must be a string");
+    auto s = v.get<std::string>();
+    if (has_nul(s)) fail(field, "must not contain a NUL character");
+    return s;
+  }
+
+  [[nodiscard]] std::string required_string(std::string_view field) const {
+    auto s = string_field(field, required(field));
+    if (s.empty()) fail(field, "must not be empty");
+    return s;
+  }
+
+  [[nodiscard]] std::optional<std::string> optional_string(std::string_view field) const {
+    const json* v = find(field);
+    if (v == nullptr) return std::nullopt;
+    return string_field(field, *v);
+  }
+
+  [[nodiscard]] std::optional<std::int64_t> optional_integer(std::string_view field,
+                                                             std::int64_t min,
+                                                             std::int64_t max) const {
+    const json* v = find(field);
+    if (v == nullptr) return std::nullopt;
+    const std::string range = std::to_string(min) + ".." + std::to_string(max);
+    if (!v->is_number_integer()) fail(field, "must be an integer in " + range);
+    if (v->is_number_unsigned() && v->get<std::uint64_t>() > static_cast<std::uint64_t>(max))
+      fail(field, "must be an integer in " + range);
+    const auto n = v->get<std::int64_t>();
+    if (n < min || n > max) fail(field, "must be an integer in " + range);
+    return n;
+  }
+
+  [[nodiscard]] std::optional<bool> optional_bool(std::string_view field) const {
+    const json* v = find(field);
+    if (v == nullptr) return std::nullopt;
+    if (!v->is_boolean()) fail(field, "must be true or false");
+    return v->get<bool>();
+  }
+
+  // An object whose values are all strings, in document order.
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> string_map(
+      std::string_view field) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    const json* v = find(field);
+    if (v == nullptr) return out;
+    if (!v->is_object()) fail(field, "must be an object of strings");
+    for (const auto& [key, value] : v->items()) {
+      const std::string name = std::string(field) + "." + key;
+      out.emplace_back(key, string_field(name, value));
+    }
+    return out;
+  }
+
+ private:
+  std::string_view type_;
+  json doc_;
+};
+
+// RFC 9110 token characters: what a header field name may consist of.
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u) != 0) return true;
+    return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+  });
+}
+
+bool starts_with_icase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) != prefix[i]) return false;
+  }
+  return true;
+}
+
+pg::param to_param(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return {};
+    case json::value_t::boolean:
+      return v.get<bool>();
+    case json::value_t::number_integer:
+      return static_cast<long long>(v.get<std::int64_t>());
+    case json::value_t::number_unsigned:
+      // Above INT64_MAX the pg layer sends numeric; below, int8.
+      return static_cast<unsigned long long>(v.get<std::uint64_t>());
+    case json::value_t::number_float:
+      return v.get<double>();
+    case json::value_t::string:
+      return v.get<std::string>();
+    default:
+      // Arrays and objects: JSON text; the server reads it as the json/jsonb (or text) the
+      // statement expects.
+      return pg::json_text{v.dump()};
+  }
+}
+
+}  // namespace
+
+sql_payload parse_sql_payload(std::string_view text) {
+  const payload_reader r("sql", text, {"pool", "sql", "params"});
+  sql_payload p;
+  p.pool = r.required_string("pool");
+  p.sql = r.required_string("sql");
+  if (const json* params = r.find("params")) {
+    if (!params->is_array()) r.fail("params", "must be an array");
+    p.params.reserve(params->size());
+    for (std::size_t i = 0; i < params->size(); ++i) {
+      try {
+        p.params.push_back(to_param((*params)[i]));
+      } catch (const pg::conversion_error& e) {
+        r.fail("params[" + std::to_string(i) + "]", std::string("cannot be sent: ") + e.what());
+      }
+    }
+  }
+  return p;
+}
+
+http_payload parse_http_payload(std::string_view text) {
+  const payload_reader r(
+      "http", text,
+      {"method", "url", "headers", "body", "expect_status", "timeout_ms", "follow_redirects"});
+  http_payload p;
+  if (auto method = r.optional_string("method")) {
+    std::transform(method->begin(), method->end(), method->begin(), [](char c) {
+      return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    });
+    static constexpr std::string_view methods[] = {"GET",   "HEAD",   "POST",   "PUT",
+                                                   "PATCH", "DELETE", "OPTIONS"};
+    if (std::find(std::begin(methods), std::end(methods), *method) == std::end(methods))
+      r.fail("method", "must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+    p.method = std::move(*method);
+  }
+
+  p.url = r.required_string("url");
+  const bool http = starts_with_icase(p.url, "http://");
+  const bool https = starts_with_icase(p.url, "https://");
+  if (!http && !https) r.fail("url", "must start with http:// or https://");
+  if (p.url.size() == (http ? 7U : 8U) ||
+      std::string_view("/?#").find(p.url[http ? 7 : 8]) != std::string_view::npos)
+    r.fail("url", "has no host");
+  if (std::any_of(p.url.begin(), p.url.end(),
+                  [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
+    r.fail("url", "must not contain spaces or control characters");
+
+  p.headers = r.string_map("headers");
+  for (const auto& [name, value] : p.headers) {
+    if (!is_token(name)) r.fail("headers." + name, "is not a valid header name");
+    if (value.find_first_of("\r\n") != std::string::npos)
+      r.fail("headers." + name, "must not contain CR or LF");
+  }
+
+  if (const json* body = r.find("body")) {
+    if (!body->is_string()) r.fail("body", "must be a string (serialise JSON bodies yourself)");
+    p.body = body->get<std::string>();
+    if (p.method == "HEAD") r.fail("body", "is not allowed with method HEAD");
+  }
+
+  if (const json* expect = r.find("expect_status")) {
+    if (!expect->is_array() || expect->empty())
+      r.fail("expect_status", "must be a non-empty array of status codes");
+    for (const auto& code : *expect) {
+      if (!code.is_number_integer() || code.get<std::int64_t>() < 100 ||
+          code.get<std::int64_t>() > 599)
+        r.fail("expect_status", "must hold status codes between 100 and 599");
+      p.expect_status.push_back(static_cast<int>(code.get<std::int64_t>()));
+    }
+  }
+
+  if (const auto ms = r.optional_integer("timeout_ms", 1, max_timeout_ms))
+    p.timeout = std::chrono::milliseconds(*ms);
+  p.follow_redirects = r.optional_bool("follow_redirects").value_or(false);
+  return p;
+}
+
+command_payload parse_command_payload(std::string_view text, const command_policy& policy) {
+  const payload_reader r("command", text, {"argv", "env", "cwd", "stdin"});
+  command_payload p;
+  const json& argv = r.required("argv");
+  if (!argv.is_array() || argv.empty()) r.fail("argv", "must be a non-empty array of strings");
+  for (std::size_t i = 0; i < argv.size(); ++i)
+    p.argv.push_back(r.string_field("argv[" + std::to_string(i) + "]", argv[i]));
+  if (p.argv[0].empty() || p.argv[0].front() != '/')
+    r.fail("argv[0]", "must be an absolute path (no PATH search is done)");
+  if (std::find(policy.allow.begin(), policy.allow.end(), p.argv[0]) == policy.allow.end())
+    r.fail("command not allowed: " + p.argv[0] +
+           " (argv[0] must be one of the allow-listed paths)");
+
+  p.env = r.string_map("env");
+  for (const auto& [name, value] : p.env) {
+    if (name.empty() || name.find('=') != std::string::npos || has_nul(name))
+      r.fail("env." + name, "is not a valid variable name (empty, or contains '=' or NUL)");
+  }
+
+  if (auto cwd = r.optional_string("cwd")) {
+    if (cwd->empty() || cwd->front() != '/') r.fail("cwd", "must be an absolute path");
+    p.cwd = std::move(cwd);
+  }
+
+  if (const json* in = r.find("stdin")) {
+    if (!in->is_string()) r.fail("stdin", "must be a string");
+    p.stdin_data = in->get<std::string>();
+  }
+  return p;
+}
+
+std::optional<std::chrono::steady_clock::time_point> deadline_of(
+    const cancel_token& token) noexcept {
+  const auto d = token.deadline();
+  if (d == std::chrono::steady_clock::time_point{}) return std::nullopt;
+  return d;
+}
+
+std::string dump_detail(const nlohmann::json& detail) {
+  return detail.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string redact_url(std::string_view url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return "<url>";
+  const std::string_view scheme = url.substr(0, scheme_end);
+  std::string_view rest = url.substr(scheme_end + 3);
+  const auto authority_end = rest.find_first_of("/?#");
+  std::string_view authority = rest.substr(0, authority_end);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos)
+    authority.remove_prefix(at + 1);
+  std::string_view path;
+  if (authority_end != std::string_view::npos && rest[authority_end] == '/') {
+    path = rest.substr(authority_end);
+    path = path.substr(0, path.find_first_of("?#"));
+  }
+  return std::string(scheme) + "://" + std::string(authority) + std::string(path);
+}
+
+}  // namespace detail
+
+handler make_noop_handler() {
+  return [](task_context&) { return handler_result::success(); };
+}
+
+void validate_payload(std::string_view type, std::string_view payload_json,
+                      const command_policy* policy) {
+  if (type == "sql") {
+    static_cast<void>(detail::parse_sql_payload(payload_json));
+  } else if (type == "http") {
+    static_cast<void>(detail::parse_http_payload(payload_json));
+  } else if (type == "command") {
+    const command_policy none;
+    const command_policy& p = policy != nullptr ? *policy : none;
+    static_cast<void>(detail::parse_command_payload(payload_json, p));
+  } else {
+    // noop and handlers registered in C++: their payload is theirs to read; only the shape
+    // every task shares is checked.
+    nlohmann::json doc;
+    try {
+      doc = nlohmann::json::parse(payload_json);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw schedule_error(std::string(type) + " payload: not valid JSON (error at byte " +
+                           std::to_string(e.byte) + ")");
+    }
+    if (!doc.is_object())
+      throw schedule_error(std::string(type) + " payload: must be a JSON object");
+  }
+}
+
+}  // namespace sluice::sched

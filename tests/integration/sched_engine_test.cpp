@@ -1,0 +1,387 @@
+// The scheduler engine in one process against the real server: one-shot, interval and cron
+// tasks run when due and as often as due; failures are retried with backoff and end as the
+// policy says; recurring tasks keep their schedule and pause after repeated failures; timeouts
+// cancel the handler and are retried.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sluice/sched/schedule.hpp"
+#include "sluice/sched/scheduler.hpp"
+#include "sluice/sched/store.hpp"
+#include "support/sched_test_env.hpp"
+
+namespace sched = sluice::sched;
+namespace test = sluice::test;
+using namespace std::chrono_literals;
+using sched::task_state;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+using std::chrono::system_clock;
+
+namespace {
+
+class SchedEngine : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(test::database_available())
+        << "no PostgreSQL reachable through DATABASE_URL / PG*; run through scripts/test";
+  }
+};
+
+// What a handler saw, one entry per call.
+struct call {
+  std::int64_t id = 0;
+  int attempt = 0;
+  sched::time_point fire_time;
+  steady_clock::time_point started;
+  steady_clock::time_point finished;
+  steady_clock::time_point deadline;
+  bool cancelled = false;
+  std::string payload;
+};
+
+class recorder {
+ public:
+  void add(const call& c) {
+    const std::scoped_lock lock(mutex_);
+    calls_.push_back(c);
+  }
+  [[nodiscard]] std::vector<call> calls() const {
+    const std::scoped_lock lock(mutex_);
+    return calls_;
+  }
+  [[nodiscard]] int count() const {
+    const std::scoped_lock lock(mutex_);
+    return static_cast<int>(calls_.size());
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<call> calls_;  // guarded by mutex_
+};
+
+call begin_call(const sched::task_context& ctx) {
+  call c;
+  c.id = ctx.info().id;
+  c.attempt = ctx.info().attempt;
+  c.fire_time = ctx.fire_time();
+  c.started = steady_clock::now();
+  c.deadline = ctx.cancel().deadline();
+  c.payload = ctx.payload();
+  return c;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+double ms_between(steady_clock::time_point a, steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// The engine's jitter fraction: a retry delay lies in (d * (1 - jitter), d] (docs/schedules.md).
+constexpr double retry_jitter = 0.2;
+
+TEST_F(SchedEngine, OneShotTaskRunsOnceAndSucceeds) {
+  test::sched_env env;
+  recorder rec;
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("once", [&](sched::task_context& ctx) {
+    call c = begin_call(ctx);
+    ctx.set_detail(R"({"answer": 42})");
+    c.finished = steady_clock::now();
+    rec.add(c);
+    return sched::handler_result::success();
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("once");
+  spec.payload = R"({"n": 5})";
+  const auto created = steady_clock::now();
+  const std::int64_t id = env.store().create(spec);
+  ASSERT_TRUE(test::wait_for_state(env.store(), id, task_state::succeeded, 10s))
+      << "state " << sched::to_string(env.store().get(id)->state);
+  // Nothing runs it again however many cycles pass.
+  ASSERT_TRUE(test::wait_for_cycles(node, 3));
+
+  const std::vector<call> calls = rec.calls();
+  ASSERT_EQ(calls.size(), 1U);
+  EXPECT_EQ(calls[0].id, id);
+  EXPECT_EQ(calls[0].attempt, 1);
+  EXPECT_EQ(calls[0].payload, R"({"n": 5})");
+  // LISTEN/NOTIFY wakes the node: a due task does not wait for the idle poll.
+  EXPECT_LT(ms_between(created, calls[0].started), 1500.0);
+
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+  ASSERT_EQ(runs.size(), 1U);
+  EXPECT_EQ(runs[0].outcome, "succeeded");
+  EXPECT_EQ(runs[0].attempt, 1);
+  EXPECT_EQ(runs[0].node, node.node_id());
+  EXPECT_EQ(runs[0].type, "once");
+  EXPECT_FALSE(runs[0].error.has_value());
+  ASSERT_TRUE(runs[0].detail.has_value());
+  EXPECT_TRUE(contains(*runs[0].detail, "42")) << *runs[0].detail;
+  EXPECT_GE(runs[0].finished_at, runs[0].started_at);
+
+  const sched::task t = *env.store().get(id);
+  EXPECT_EQ(t.runs, 1);
+  EXPECT_FALSE(t.claimed_by.has_value());
+  EXPECT_TRUE(t.last_success_at.has_value());
+  EXPECT_FALSE(t.last_error.has_value());
+
+  const sched::scheduler_status st = node.status();
+  EXPECT_EQ(st.succeeded, 1U);
+  EXPECT_EQ(st.claimed, 1U);
+  EXPECT_EQ(st.failed, 0U);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(env.store().stats().total("runs_succeeded"), 1);
+}
+
+// every:1s runs again and again at one-second spacing: three runs within about four seconds,
+// fire times exactly one period apart, and the task stays scheduled between runs.
+TEST_F(SchedEngine, IntervalTaskRunsEverySecond) {
+  test::sched_env env;
+  recorder rec;
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("tick", [&](sched::task_context& ctx) {
+    call c = begin_call(ctx);
+    c.finished = steady_clock::now();
+    rec.add(c);
+    return sched::handler_result::success();
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("tick");
+  spec.when = sched::schedule::every(1s);
+  const std::int64_t id = env.store().create(spec);
+  ASSERT_TRUE(test::wait_until([&] { return rec.count() >= 3; }, 4500ms))
+      << "only " << rec.count() << " runs in 4.5 s";
+  node.stop();
+
+  const std::vector<call> calls = rec.calls();
+  for (std::size_t i = 1; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].fire_time - calls[i - 1].fire_time, 1s) << "run " << i;
+    const double gap = ms_between(calls[i - 1].started, calls[i].started);
+    EXPECT_GT(gap, 700.0) << "run " << i;
+    EXPECT_LT(gap, 1600.0) << "run " << i;
+  }
+  const sched::task t = *env.store().get(id);
+  EXPECT_EQ(t.state, task_state::scheduled);
+  EXPECT_EQ(t.attempt, 0);
+  ASSERT_TRUE(t.next_run_at.has_value());
+  EXPECT_EQ(*t.next_run_at, calls.back().fire_time + 1s);
+  EXPECT_EQ(t.runs, static_cast<std::int64_t>(calls.size()));
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+  ASSERT_EQ(runs.size(), calls.size());
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    EXPECT_EQ(runs[i].outcome, "succeeded");
+    EXPECT_EQ(runs[i].fire_time, std::optional<sched::time_point>(calls[i].fire_time));
+  }
+}
+
+// "* * * * *" is due at the next minute boundary after creation (checked without waiting for
+// it), and is not run before.
+TEST_F(SchedEngine, CronTaskIsScheduledAtTheNextMinuteBoundary) {
+  test::sched_env env;
+  std::atomic<int> calls{0};
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("minutely", [&](sched::task_context&) {
+    ++calls;
+    return sched::handler_result::success();
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("minutely");
+  spec.when = sched::schedule::cron("* * * * *");
+  const sched::time_point before = system_clock::now();
+  const std::int64_t id = env.store().create(spec);
+  const sched::time_point after = system_clock::now();
+  const auto boundary = [](sched::time_point t) {
+    return std::chrono::floor<std::chrono::minutes>(t) + std::chrono::minutes(1);
+  };
+  const sched::task t = *env.store().get(id);
+  ASSERT_TRUE(t.next_run_at.has_value());
+  EXPECT_TRUE(*t.next_run_at == boundary(before) || *t.next_run_at == boundary(after))
+      << sched::format_timestamp(*t.next_run_at) << " for a task created at "
+      << sched::format_timestamp(before);
+  EXPECT_EQ(t.state, task_state::scheduled);
+
+  if (*t.next_run_at - system_clock::now() > 3s) {
+    ASSERT_TRUE(test::wait_for_cycles(node, 3));
+    EXPECT_EQ(calls.load(), 0);
+    EXPECT_EQ(env.store().get(id)->state, task_state::scheduled);
+  }
+}
+
+// A failing one-shot task with max_attempts 3 and a 100 ms backoff base: three attempts, each
+// at least the backoff's lower bound after the previous one failed, then failed for good with
+// the last error kept and one run row per attempt.
+TEST_F(SchedEngine, FailingTaskIsRetriedWithBackoffThenFails) {
+  test::sched_env env;
+  recorder rec;
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("flaky", [&](sched::task_context& ctx) {
+    call c = begin_call(ctx);
+    c.finished = steady_clock::now();
+    rec.add(c);
+    return sched::handler_result::failure("boom on attempt " + std::to_string(c.attempt));
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("flaky");
+  spec.max_attempts = 3;
+  spec.backoff_base = 100ms;
+  spec.backoff_cap = 10s;
+  const std::int64_t id = env.store().create(spec);
+  ASSERT_TRUE(test::wait_for_state(env.store(), id, task_state::failed, 15s))
+      << "state " << sched::to_string(env.store().get(id)->state) << " after " << rec.count()
+      << " calls";
+  ASSERT_TRUE(test::wait_for_cycles(node, 3));
+
+  const std::vector<call> calls = rec.calls();
+  ASSERT_EQ(calls.size(), 3U);
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].attempt, static_cast<int>(i) + 1);
+  }
+  for (std::size_t i = 1; i < calls.size(); ++i) {
+    const double d = 100.0 * static_cast<double>(1U << (i - 1));  // retry i: base * 2^(i-1)
+    const double gap = ms_between(calls[i - 1].finished, calls[i].started);
+    EXPECT_GE(gap, d * (1.0 - retry_jitter) - 2.0) << "retry " << i;
+  }
+
+  const sched::task t = *env.store().get(id);
+  ASSERT_TRUE(t.last_error.has_value());
+  EXPECT_TRUE(contains(*t.last_error, "boom on attempt 3")) << *t.last_error;
+  EXPECT_EQ(t.attempt, 3);
+  EXPECT_FALSE(t.claimed_by.has_value());
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+  ASSERT_EQ(runs.size(), 3U);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    EXPECT_EQ(runs[i].outcome, "failed");
+    EXPECT_EQ(runs[i].attempt, static_cast<int>(i) + 1);
+    ASSERT_TRUE(runs[i].error.has_value());
+    EXPECT_TRUE(contains(*runs[i].error, "boom on attempt " + std::to_string(i + 1)));
+  }
+  EXPECT_EQ(node.status().failed, 3U);
+  EXPECT_EQ(env.store().stats().total("runs_failed"), 3);
+}
+
+// every:1s failing every time, two attempts per occurrence, pause_after_failures 2: after the
+// first failed occurrence the task is scheduled for its next fire time (not failed), after the
+// second it is paused and no longer runs.
+TEST_F(SchedEngine, RecurringTaskKeepsItsScheduleAndPausesAfterConsecutiveFailures) {
+  test::sched_env env;
+  recorder rec;
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("nightly", [&](sched::task_context& ctx) {
+    call c = begin_call(ctx);
+    c.finished = steady_clock::now();
+    rec.add(c);
+    return sched::handler_result::failure("upstream down");
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("nightly");
+  spec.when = sched::schedule::every(1s);
+  spec.max_attempts = 2;
+  spec.backoff_base = 100ms;
+  spec.pause_after_failures = 2;
+  const std::int64_t id = env.store().create(spec);
+
+  std::optional<sched::task> between;  // the task seen after one failed occurrence
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        const sched::task t = *env.store().get(id);
+        if (t.consecutive_failures == 1 && t.state == task_state::scheduled) between = t;
+        return t.state == task_state::paused;
+      },
+      10s))
+      << "state " << sched::to_string(env.store().get(id)->state);
+  ASSERT_TRUE(test::wait_for_cycles(node, 3));
+
+  ASSERT_TRUE(between.has_value()) << "never saw the task scheduled after its first failure";
+  EXPECT_EQ(between->attempt, 0);
+  const std::vector<call> calls = rec.calls();
+  ASSERT_EQ(calls.size(), 4U);
+  // Two attempts for the first fire time, two for the next one, one period later.
+  EXPECT_EQ(calls[0].fire_time, calls[1].fire_time);
+  EXPECT_EQ(calls[2].fire_time, calls[3].fire_time);
+  EXPECT_EQ(calls[2].fire_time - calls[0].fire_time, 1s);
+  EXPECT_EQ(calls[0].attempt, 1);
+  EXPECT_EQ(calls[1].attempt, 2);
+  EXPECT_EQ(calls[2].attempt, 1);
+  EXPECT_EQ(calls[3].attempt, 2);
+  ASSERT_TRUE(between->next_run_at.has_value());
+  EXPECT_EQ(*between->next_run_at, calls[0].fire_time + 1s);
+
+  const sched::task t = *env.store().get(id);
+  EXPECT_EQ(t.state, task_state::paused);
+  EXPECT_EQ(t.consecutive_failures, 2);
+  EXPECT_FALSE(t.claimed_by.has_value());
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+  ASSERT_EQ(runs.size(), 4U);
+  for (const auto& r : runs)
+    EXPECT_EQ(r.outcome, "failed");
+
+  // Resuming clears the failure count.
+  node.stop();
+  EXPECT_EQ(env.store().resume(id), sched::change_result::done);
+  const sched::task resumed = *env.store().get(id);
+  EXPECT_EQ(resumed.state, task_state::scheduled);
+  EXPECT_EQ(resumed.consecutive_failures, 0);
+}
+
+// A handler that honours its cancel token stops at the task's timeout; the run is recorded as
+// timed_out and retried per policy.
+TEST_F(SchedEngine, TimeoutCancelsTheHandlerAndIsRetried) {
+  test::sched_env env;
+  recorder rec;
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("slow", [&](sched::task_context& ctx) {
+    call c = begin_call(ctx);
+    const bool finished = ctx.cancel().sleep_for(10s);
+    c.finished = steady_clock::now();
+    c.cancelled = !finished;
+    rec.add(c);
+    return finished ? sched::handler_result::success()
+                    : sched::handler_result::failure("cancelled");
+  });
+  node.start();
+
+  sched::task_spec spec = test::due_now("slow");
+  spec.timeout = 300ms;
+  spec.max_attempts = 2;
+  spec.backoff_base = 100ms;
+  const std::int64_t id = env.store().create(spec);
+  ASSERT_TRUE(test::wait_for_state(env.store(), id, task_state::failed, 10s))
+      << "state " << sched::to_string(env.store().get(id)->state) << " after " << rec.count()
+      << " calls";
+
+  const std::vector<call> calls = rec.calls();
+  ASSERT_EQ(calls.size(), 2U);
+  for (const call& c : calls) {
+    EXPECT_TRUE(c.cancelled);
+    const double ran = ms_between(c.started, c.finished);
+    EXPECT_GE(ran, 290.0);
+    EXPECT_LT(ran, 1300.0) << "the timeout did not cancel the handler promptly";
+    const double deadline = ms_between(c.started, c.deadline);
+    EXPECT_GT(deadline, 250.0);
+    EXPECT_LT(deadline, 350.0);
+  }
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+  ASSERT_EQ(runs.size(), 2U);
+  for (const auto& r : runs)
+    EXPECT_EQ(r.outcome, "timed_out");
+  EXPECT_EQ(node.status().timed_out, 2U);
+  EXPECT_EQ(env.store().stats().total("runs_timed_out"), 2);
+}
+
+}  // namespace

@@ -1,0 +1,206 @@
+// The scheduler's schema migrations against the real server: applying is idempotent and safe
+// to race, a schema that is missing or newer than the binary is refused with schema_error, the
+// tables and indexes of sql/migrations exist, and the claim query is served by tasks_claim.
+
+#include <algorithm>
+#include <cstdint>
+#include <latch>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sluice/sched/store.hpp"
+#include "support/sched_test_env.hpp"
+
+namespace sched = sluice::sched;
+namespace test = sluice::test;
+
+namespace {
+
+class SchedMigrate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(test::database_available())
+        << "no PostgreSQL reachable through DATABASE_URL / PG*; run through scripts/test";
+  }
+};
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::set<std::string> names_in(sluice::pg::connection& conn, const std::string& sql,
+                               const std::string& schema) {
+  std::set<std::string> out;
+  for (const auto row : conn.query(sql, schema))
+    out.insert(row.get<std::string>(0));
+  return out;
+}
+
+// The first migrate() applies every version in order and the second applies nothing; the state
+// it reports then is the same as check_schema()'s.
+TEST_F(SchedMigrate, MigrateTwiceIsANoOp) {
+  test::sched_env env(/*migrate=*/false);
+
+  const sched::migration_status first = env.store().migrate();
+  ASSERT_GE(first.latest, 1);
+  EXPECT_EQ(first.current, first.latest);
+  std::vector<int> all(static_cast<std::size_t>(first.latest));
+  for (int v = 1; v <= first.latest; ++v)
+    all[static_cast<std::size_t>(v - 1)] = v;
+  EXPECT_EQ(first.applied_now, all);
+
+  const sched::migration_status second = env.store().migrate();
+  EXPECT_TRUE(second.applied_now.empty());
+  EXPECT_EQ(second.current, first.latest);
+  EXPECT_EQ(second.latest, first.latest);
+
+  const sched::migration_status checked = env.store().check_schema();
+  EXPECT_EQ(checked.current, first.latest);
+  EXPECT_TRUE(checked.applied_now.empty());
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("schema_migrations")), first.latest);
+}
+
+// Several processes starting at once all migrate; the advisory lock makes exactly one of them
+// apply each version and the others find the work done.
+TEST_F(SchedMigrate, ConcurrentMigratorsApplyEachVersionOnce) {
+  test::sched_env env(/*migrate=*/false, /*lane_size=*/6);
+  constexpr int migrators = 4;
+  std::latch go(migrators);
+  std::mutex mutex;
+  std::vector<sched::migration_status> results;  // guarded by mutex
+  std::vector<std::string> errors;               // guarded by mutex
+  std::vector<std::thread> threads;
+  for (int i = 0; i < migrators; ++i) {
+    threads.emplace_back([&] {
+      sched::store own(env.lane(), env.schema());
+      go.arrive_and_wait();
+      try {
+        sched::migration_status st = own.migrate();
+        const std::scoped_lock lock(mutex);
+        results.push_back(std::move(st));
+      } catch (const std::exception& e) {
+        const std::scoped_lock lock(mutex);
+        errors.emplace_back(e.what());
+      }
+    });
+  }
+  for (std::thread& t : threads)
+    t.join();
+  ASSERT_TRUE(errors.empty()) << errors.front();
+  ASSERT_EQ(results.size(), static_cast<std::size_t>(migrators));
+  std::size_t applied_total = 0;
+  for (const auto& r : results) {
+    EXPECT_EQ(r.current, r.latest);
+    applied_total += r.applied_now.size();
+  }
+  EXPECT_EQ(applied_total, static_cast<std::size_t>(results.front().latest));
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("schema_migrations")),
+            results.front().latest);
+}
+
+// A binary must not run against a schema it has not migrated: check_schema() refuses, while
+// check_schema(false) only reports that nothing is applied.
+TEST_F(SchedMigrate, CheckSchemaOnAFreshSchemaThrows) {
+  test::sched_env env(/*migrate=*/false);
+  EXPECT_THROW((void)env.store().check_schema(), sched::schema_error);
+  const sched::migration_status st = env.store().check_schema(/*require_current=*/false);
+  EXPECT_EQ(st.current, 0);
+  EXPECT_GE(st.latest, 1);
+  EXPECT_TRUE(st.applied_now.empty());
+  // Reading must not have created anything.
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+                       env.schema()),
+            0);
+
+  sched::scheduler_settings s = env.settings();
+  sched::scheduler node(s, env.lane());
+  EXPECT_ANY_THROW(node.start()) << "start() must check the schema";
+  node.stop();
+}
+
+// An older binary (or a rollback) meeting a database migrated by a newer one must stop with a
+// message that says so, not run against tables it does not understand.
+TEST_F(SchedMigrate, DatabaseNewerThanTheBinaryIsRefused) {
+  test::sched_env env;
+  const int latest = env.store().check_schema().latest;
+  env.sql().exec("INSERT INTO " + env.q("schema_migrations") +
+                 " (version, name) VALUES (999, 'from_the_future')");
+
+  try {
+    (void)env.store().migrate();
+    ADD_FAILURE() << "migrate() accepted a database at version 999";
+  } catch (const sched::schema_error& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(contains(what, "999")) << what;
+    EXPECT_TRUE(contains(what, std::to_string(latest))) << what;
+  }
+  EXPECT_THROW((void)env.store().check_schema(), sched::schema_error);
+  EXPECT_THROW((void)env.store().check_schema(false), sched::schema_error);
+  // Nothing was applied or removed.
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("schema_migrations")), latest + 1);
+}
+
+TEST_F(SchedMigrate, TablesIndexesAndTriggerExist) {
+  test::sched_env env;
+  const std::set<std::string> tables = names_in(
+      env.sql(), "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+      env.schema());
+  for (const char* t :
+       {"tasks", "task_runs", "cycles", "stats", "nodes", "leader", "schema_migrations"}) {
+    EXPECT_TRUE(tables.count(t)) << "missing table " << t;
+  }
+  const std::set<std::string> indexes = names_in(
+      env.sql(), "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1", env.schema());
+  for (const char* i : {"tasks_claim", "tasks_next_due", "tasks_running", "tasks_state",
+                        "task_runs_task", "task_runs_finished", "cycles_started"}) {
+    EXPECT_TRUE(indexes.count(i)) << "missing index " << i;
+  }
+  const std::set<std::string> triggers = names_in(
+      env.sql(),
+      "SELECT tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+      " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT t.tgisinternal",
+      env.schema());
+  EXPECT_TRUE(triggers.count("tasks_notify"));
+  // The claim index is partial on the claimable states.
+  const std::string def = env.sql()
+                              .query(
+                                  "SELECT indexdef FROM pg_indexes WHERE schemaname = $1"
+                                  " AND indexname = 'tasks_claim'",
+                                  env.schema())
+                              .one<std::string>();
+  EXPECT_TRUE(contains(def, "WHERE")) << def;
+}
+
+// The claim must stay an index range scan however many tasks pile up: with 100,000 tasks of ten
+// types, a quarter of them finished, the planner serves the claim's SELECT from tasks_claim
+// (the engine's UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) has this SELECT inside).
+TEST_F(SchedMigrate, ClaimQueryUsesTheClaimIndexAtOneHundredThousandTasks) {
+  test::sched_env env;
+  env.sql().exec("INSERT INTO " + env.q("tasks") +
+                 " (type, state, schedule_kind, schedule_spec, next_run_at, priority)"
+                 " SELECT 'type_' || (g % 10),"
+                 "        CASE WHEN g % 4 = 0 THEN 'succeeded' ELSE 'scheduled' END,"
+                 "        'once', '2024-01-01T00:00:00Z',"
+                 "        now() + ((g % 2000) - 1000) * interval '1 second', g % 5"
+                 " FROM generate_series(1, 100000) AS g");
+  env.sql().exec("ANALYZE " + env.q("tasks"));
+  ASSERT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks")), 100000);
+
+  const std::string explain =
+      "EXPLAIN SELECT id FROM " + env.q("tasks") +
+      " WHERE type = 'type_3' AND state IN ('scheduled', 'available', 'retryable')"
+      "   AND next_run_at <= now()"
+      " ORDER BY priority DESC, next_run_at, id LIMIT 500 FOR UPDATE SKIP LOCKED";
+  std::string plan;
+  for (const auto row : env.sql().exec(explain))
+    plan += std::string(row.text(0)) + "\n";
+  EXPECT_TRUE(contains(plan, "tasks_claim")) << plan;
+  EXPECT_FALSE(contains(plan, "Seq Scan")) << plan;
+}
+
+}  // namespace

@@ -1,0 +1,189 @@
+// Several scheduler nodes as separate processes (tests/tools/sched_test_node) on one schema:
+// 10,000 one-shot tasks run exactly once between three nodes, and the tasks of a node killed
+// with SIGKILL are rescued and run by another node within seconds.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sluice/sched/scheduler.hpp"
+#include "sluice/sched/store.hpp"
+#include "support/sched_test_env.hpp"
+
+#ifndef SLUICE_TEST_NODE
+#error "SLUICE_TEST_NODE (the path of sched_test_node) must be defined by tests/CMakeLists.txt"
+#endif
+
+namespace sched = sluice::sched;
+namespace test = sluice::test;
+using namespace std::chrono_literals;
+using sched::task_state;
+using std::chrono::steady_clock;
+
+namespace {
+
+class SchedMultiNode : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(test::database_available())
+        << "no PostgreSQL reachable through DATABASE_URL / PG*; run through scripts/test";
+  }
+};
+
+double seconds_since(steady_clock::time_point t) {
+  return std::chrono::duration<double>(steady_clock::now() - t).count();
+}
+
+std::vector<std::string> node_args(const test::sched_env& env, const std::string& node_id,
+                                   const std::string& handler, const std::string& type,
+                                   int workers) {
+  return {"--schema",  env.schema(), "--node-id",
+          node_id,     "--workers",  std::to_string(workers),
+          "--types",   type,         "--handler",
+          handler,     "--app-name", env.app_prefix() + "-" + node_id,
+          "--poll-ms", "200"};
+}
+
+// Three node processes with the ledger handler (insert a row and complete in the same
+// transaction) share 10,000 due tasks: every task succeeds, the ledger has exactly one row per
+// task, there is exactly one succeeded run per task, and the stats say 10,000.
+TEST_F(SchedMultiNode, TenThousandTasksRunExactlyOnceAcrossThreeProcesses) {
+  test::sched_env env;
+  env.sql().exec("CREATE TABLE " + env.q("ledger") +
+                 " (task_id bigint NOT NULL, node text NOT NULL, at timestamptz DEFAULT now())");
+
+  const std::string suffix = test::unique_suffix();
+  std::vector<std::string> ids;
+  std::vector<std::unique_ptr<test::node_process>> nodes;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back("n" + std::to_string(i) + "-" + suffix);
+    nodes.push_back(std::make_unique<test::node_process>(
+        SLUICE_TEST_NODE, node_args(env, ids.back(), "ledger", "ledger", 8)));
+  }
+
+  // One task through the store, then 9,999 copies of its row in one statement: the store's
+  // own insert decides every column, and the copies are made due now.
+  constexpr int total = 10000;
+  sched::task_spec spec = test::due_now("ledger");
+  spec.name = "template";
+  spec.when = sched::schedule::once(std::chrono::system_clock::now() + 1h);
+  const std::int64_t template_id = env.store().create(spec);
+  const std::string columns =
+      "type, payload, schedule_kind, schedule_spec, timezone, misfire_policy, misfire_grace_s,"
+      " catch_up_limit, priority, max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms,"
+      " pause_after_failures";
+  const auto started = steady_clock::now();
+  env.sql().query("INSERT INTO " + env.q("tasks") + " (" + columns +
+                      ", state, next_run_at)"
+                      " SELECT " +
+                      columns + ", 'scheduled', now() FROM " + env.q("tasks") +
+                      " CROSS JOIN generate_series(1, $2) WHERE id = $1",
+                  template_id, total - 1);
+  ASSERT_EQ(env.store().run_now(template_id), sched::change_result::done);
+
+  const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+  const bool finished = test::wait_until([&] { return env.scalar(done) == total; }, 150s, 200ms);
+  const double took = seconds_since(started);
+  ASSERT_TRUE(finished) << env.scalar(done) << " of " << total << " succeeded after " << took
+                        << " s";
+  std::printf("[ info     ] %d tasks on 3 nodes in %.1f s (%.0f tasks/s)\n", total, took,
+              total / took);
+
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    EXPECT_EQ(nodes[i]->terminate(15s), 0) << "node " << ids[i] << " did not stop cleanly";
+  }
+
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE state <> 'succeeded'"),
+            0);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("ledger")), total);
+  EXPECT_EQ(env.scalar("SELECT count(DISTINCT task_id) FROM " + env.q("ledger")), total);
+  EXPECT_EQ(
+      env.scalar("SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'succeeded'"),
+      total);
+  EXPECT_EQ(env.scalar("SELECT count(DISTINCT task_id) FROM " + env.q("task_runs") +
+                       " WHERE outcome = 'succeeded'"),
+            total);
+  EXPECT_EQ(
+      env.scalar("SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome <> 'succeeded'"), 0)
+      << "failed, fenced or rescued runs although no node died";
+  EXPECT_EQ(env.store().stats().total("runs_succeeded"), total);
+  // The work really was shared: every node ran some of it.
+  for (const std::string& id : ids) {
+    EXPECT_GT(env.scalar("SELECT count(*) FROM " + env.q("ledger") + " WHERE node = $1", id), 0)
+        << id;
+  }
+}
+
+// A node running three 30 s tasks is killed with SIGKILL. Another node (expiry 3 s, heartbeat
+// 1 s) takes the lead once the dead node's lease expires, rescues the tasks and runs them,
+// well within 15 s; the rescue is recorded against the dead node.
+TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
+  test::sched_env env;
+  const std::string dead_id = "doomed-" + test::unique_suffix();
+  std::vector<std::string> args = node_args(env, dead_id, "sleep:30000", "slow", 4);
+  for (const char* extra : {"--heartbeat-ms", "1000", "--node-expiry-ms", "3000"}) {
+    args.emplace_back(extra);
+  }
+  test::node_process doomed(SLUICE_TEST_NODE, args);
+
+  constexpr int count = 3;
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < count; ++i)
+    ids.push_back(env.store().create(test::due_now("slow")));
+  const std::string running_on_doomed =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
+  ASSERT_TRUE(
+      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s))
+      << env.scalar(running_on_doomed, dead_id) << " running on the doomed node";
+
+  doomed.kill_now();
+  const auto killed = steady_clock::now();
+
+  sched::scheduler_settings s = env.settings();
+  s.node_expiry = 3s;
+  s.heartbeat_interval = 1s;
+  sched::scheduler rescuer(s, env.lane());
+  rescuer.handle("slow", [](sched::task_context&) { return sched::handler_result::success(); });
+  rescuer.start();
+
+  const std::string succeeded =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+  const bool rescued = test::wait_until([&] { return env.scalar(succeeded) == count; }, 15s, 50ms);
+  const double took = seconds_since(killed);
+  ASSERT_TRUE(rescued) << env.scalar(succeeded) << " of " << count << " rerun after " << took
+                       << " s";
+  EXPECT_LT(took, 15.0);
+  std::printf("[ info     ] rescued and rerun %.1f s after kill -9\n", took);
+
+  for (const std::int64_t id : ids) {
+    const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
+    ASSERT_EQ(runs.size(), 2U) << "task " << id;
+    EXPECT_EQ(runs[0].outcome, "rescued");
+    EXPECT_EQ(runs[0].node, dead_id);
+    EXPECT_EQ(runs[0].attempt, 1);
+    EXPECT_EQ(runs[1].outcome, "succeeded");
+    EXPECT_EQ(runs[1].node, rescuer.node_id());
+    EXPECT_EQ(runs[1].attempt, 2);
+    EXPECT_GT(runs[1].claim_token, runs[0].claim_token);
+  }
+  bool seen = false;
+  for (const sched::node_info& n : env.store().nodes()) {
+    if (n.id != dead_id) continue;
+    seen = true;
+    EXPECT_EQ(n.state, "dead");
+    EXPECT_FALSE(n.alive);
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(env.store().leader(), std::optional<std::string>(rescuer.node_id()));
+  EXPECT_EQ(rescuer.status().rescued, static_cast<std::uint64_t>(count));
+  EXPECT_EQ(env.store().stats().total("runs_rescued"), count);
+  EXPECT_EQ(env.scalar("SELECT coalesce(sum(rescued), 0)::bigint FROM " + env.q("cycles")), count);
+}
+
+}  // namespace

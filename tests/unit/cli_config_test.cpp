@@ -1,0 +1,670 @@
+// The daemon's configuration file: defaults, every section, every kind of error, environment
+// overrides, and that no password or token ever leaves through a message or --print-config.
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/config.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using sluice::cli::config_error;
+using sluice::cli::daemon_config;
+using sluice::cli::env_lookup;
+using sluice::cli::format_duration;
+using sluice::cli::load_config;
+using sluice::cli::parse_config;
+using sluice::cli::parse_duration;
+
+env_lookup fake_env(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    const auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+daemon_config parse(std::string_view text, std::map<std::string, std::string> env = {}) {
+  return parse_config(text, "test.toml", fake_env(std::move(env)));
+}
+
+// Parses `text`, expecting a config_error whose message contains `fragment`; returns it.
+config_error parse_error(std::string_view text, const std::string& fragment,
+                         std::map<std::string, std::string> env = {}) {
+  try {
+    (void)parse(text, std::move(env));
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos)
+        << "message: " << e.what() << "\nexpected to contain: " << fragment;
+    return e;
+  }
+  ADD_FAILURE() << "no config_error; expected one containing: " << fragment;
+  return config_error("", "", "");
+}
+
+bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// A scratch directory removed at the end of the test.
+class scratch_dir {
+ public:
+  scratch_dir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "sluice-config-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~scratch_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  scratch_dir(const scratch_dir&) = delete;
+  scratch_dir& operator=(const scratch_dir&) = delete;
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  std::filesystem::path write(const std::string& name, const std::string& content,
+                              mode_t mode = 0644) const {
+    const auto file = path_ / name;
+    std::ofstream(file) << content;
+    ::chmod(file.c_str(), mode);
+    return file;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+TEST(ConfigDuration, ParsesUnitsLargestFirst) {
+  EXPECT_EQ(parse_duration("500ms"), 500ms);
+  EXPECT_EQ(parse_duration("30s"), 30s);
+  EXPECT_EQ(parse_duration("30m"), 30min);
+  EXPECT_EQ(parse_duration("1h"), 1h);
+  EXPECT_EQ(parse_duration("2d"), 48h);
+  EXPECT_EQ(parse_duration("1m30s"), 90s);
+  EXPECT_EQ(parse_duration("1d2h3m4s5ms"), 24h + 2h + 3min + 4s + 5ms);
+  EXPECT_EQ(parse_duration("0s"), 0ms);
+  EXPECT_EQ(parse_duration("1s500ms"), 1500ms);
+}
+
+TEST(ConfigDuration, RefusesMalformedText) {
+  for (const char* bad : {"", "30", "30 s", "s", "1s1m", "1m1m", "5y", "1.5s", "-1s", "1h ",
+                          "9999999999999s", "400d"}) {
+    EXPECT_THROW((void)parse_duration(bad), std::invalid_argument) << bad;
+  }
+  try {
+    (void)parse_duration("30");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(contains(e.what(), "unit is missing")) << e.what();
+  }
+}
+
+TEST(ConfigDuration, FormatsLargestUnitsFirst) {
+  EXPECT_EQ(format_duration(0ms), "0s");
+  EXPECT_EQ(format_duration(500ms), "500ms");
+  EXPECT_EQ(format_duration(90s), "1m30s");
+  EXPECT_EQ(format_duration(30min), "30m");
+  EXPECT_EQ(format_duration(25h + 1ms), "1d1h1ms");
+  for (const std::chrono::milliseconds d : {1ms, 1500ms, 90000ms, 10800000ms, 176407000ms})
+    EXPECT_EQ(parse_duration(format_duration(d)), d);
+}
+
+TEST(Config, EmptyFileGivesDefaults) {
+  const auto c = parse("");
+  ASSERT_EQ(c.pools.size(), 1u);
+  const auto& p = c.pools[0];
+  EXPECT_EQ(p.name, "default");
+  EXPECT_EQ(p.size, 5);
+  EXPECT_EQ(p.max_overflow, 10);
+  EXPECT_EQ(p.recycle, 30min);
+  EXPECT_EQ(p.timeout, 30s);
+  EXPECT_EQ(p.conninfo, "");
+  EXPECT_EQ(p.effective_application_name(), "sluice/default");
+  EXPECT_FALSE(p.statement_timeout.has_value());
+
+  EXPECT_EQ(c.lane.name, "scheduler");
+  EXPECT_EQ(c.lane.size, 2);
+  EXPECT_EQ(c.lane.max_overflow, 1);
+
+  EXPECT_EQ(c.scheduler.schema, "sluice");
+  EXPECT_EQ(c.scheduler.workers, 8);
+  EXPECT_TRUE(c.scheduler.listen);
+  EXPECT_TRUE(c.scheduler.concurrency.empty());
+
+  EXPECT_EQ(c.http.address, "127.0.0.1");
+  EXPECT_EQ(c.http.port, 8080);
+  EXPECT_EQ(c.http.token, "");
+  EXPECT_EQ(c.http.max_body_bytes, 1024u * 1024u);
+  EXPECT_EQ(c.http.history, 1h);
+  EXPECT_EQ(c.http.sample_interval, 5s);
+
+  EXPECT_TRUE(c.commands.allow.empty());
+  EXPECT_EQ(c.log.format, sluice::cli::log_format::text);
+  EXPECT_EQ(c.log.level, sluice::cli::log_level::info);
+  EXPECT_TRUE(c.environment_applied.empty());
+
+  // 5 + 10 (default pool) + 2 + 1 (lane) + 1 (LISTEN).
+  EXPECT_EQ(c.connections_needed(), 19);
+  EXPECT_EQ(c.scheduler_settings().connection_budget, 19);
+  const auto m = c.manager_settings();
+  EXPECT_FALSE(m.connection_budget.has_value());
+  EXPECT_EQ(m.dedicated_connections, 1);
+  const auto all = c.pool_settings();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all.back().name, "scheduler");
+}
+
+constexpr std::string_view full_config = R"toml(
+[database]
+url = "host=db.internal dbname=app user=sluice"
+connect_timeout = "3s"
+statement_timeout = "15s"
+application_name_prefix = "acme"
+connection_budget = 50
+
+[pools.platform]
+size = 4
+max_overflow = 6
+timeout = 20
+recycle = "1h"
+recycle_jitter = 0.1
+idle_timeout = "5m"
+min_idle = 2
+pre_ping = false
+pre_ping_window = "250ms"
+reset_on_return = "discard_all"
+leak_threshold = "1m30s"
+lifo = false
+connect_timeout = "2s"
+statement_timeout = "0s"
+application_name = "platform-app"
+statement_cache = 0
+connect_backoff_initial = "50ms"
+connect_backoff_max = "2s"
+housekeeping_interval = "500ms"
+
+[pools.user_data]
+url = "postgresql://reader@replica:5433/users"
+
+[scheduler]
+schema = "jobs"
+node_id = "node-a"
+workers = 6
+claim_batch = 50
+poll_interval = "250ms"
+idle_poll_max = "10s"
+heartbeat_interval = "1s"
+node_expiry = "5s"
+stop_grace = "20s"
+stuck_grace = "3s"
+run_retention = "14d"
+cycle_retention = "36h"
+listen = true
+listen_url = "host=db.direct dbname=app"
+
+[scheduler.concurrency]
+website_analysis = 4
+"oauth.token:check" = 1
+
+[scheduler.lane]
+size = 3
+max_overflow = 0
+timeout = "5s"
+
+[http]
+address = "0.0.0.0"
+port = 9090
+token = "0123456789abcdef0123"
+max_body_bytes = "2MiB"
+history = "30m"
+sample_interval = "10s"
+
+[commands]
+allow = ["/usr/bin/true", "/usr/bin/false", "/usr/bin/true"]
+default_timeout = "2m"
+max_output_bytes = 4096
+
+[log]
+format = "json"
+level = "debug"
+)toml";
+
+TEST(Config, EverySectionIsRead) {
+  const auto c = parse(full_config);
+  EXPECT_EQ(c.database.url, "host=db.internal dbname=app user=sluice");
+  EXPECT_EQ(c.database.connect_timeout, 3s);
+  EXPECT_EQ(c.database.statement_timeout, 15s);
+  EXPECT_EQ(c.database.application_name_prefix, "acme");
+  EXPECT_EQ(c.database.connection_budget, 50);
+
+  ASSERT_EQ(c.pools.size(), 2u);
+  const auto* platform = c.find_pool("platform");
+  ASSERT_NE(platform, nullptr);
+  EXPECT_EQ(platform->conninfo, "host=db.internal dbname=app user=sluice");
+  EXPECT_EQ(platform->size, 4);
+  EXPECT_EQ(platform->max_overflow, 6);
+  EXPECT_EQ(platform->timeout, 20s);
+  EXPECT_EQ(platform->recycle, 1h);
+  EXPECT_DOUBLE_EQ(platform->recycle_jitter, 0.1);
+  EXPECT_EQ(platform->idle_timeout, 5min);
+  EXPECT_EQ(platform->min_idle, 2);
+  EXPECT_FALSE(platform->pre_ping);
+  EXPECT_EQ(platform->pre_ping_window, 250ms);
+  EXPECT_EQ(platform->reset_on_return, sluice::pool::reset_mode::discard_all);
+  EXPECT_EQ(platform->leak_threshold, 90s);
+  EXPECT_FALSE(platform->lifo);
+  EXPECT_EQ(platform->connect_timeout, 2s);
+  EXPECT_EQ(platform->statement_timeout, 0ms);
+  EXPECT_EQ(platform->application_name, "platform-app");
+  EXPECT_EQ(platform->statement_cache, 0u);
+  EXPECT_EQ(platform->connect_backoff_initial, 50ms);
+  EXPECT_EQ(platform->connect_backoff_max, 2s);
+  EXPECT_EQ(platform->housekeeping_interval, 500ms);
+
+  // [database] passes url, timeouts and the name prefix on to pools that do not set their own.
+  const auto* user_data = c.find_pool("user_data");
+  ASSERT_NE(user_data, nullptr);
+  EXPECT_EQ(user_data->conninfo, "postgresql://reader@replica:5433/users");
+  EXPECT_EQ(user_data->connect_timeout, 3s);
+  EXPECT_EQ(user_data->statement_timeout, 15s);
+  EXPECT_EQ(user_data->effective_application_name(), "acme/user_data");
+  EXPECT_EQ(user_data->size, 5);
+
+  const auto s = c.scheduler_settings();
+  EXPECT_EQ(s.schema, "jobs");
+  EXPECT_EQ(s.node_id, "node-a");
+  EXPECT_EQ(s.workers, 6);
+  EXPECT_EQ(s.claim_batch, 50);
+  EXPECT_EQ(s.poll_interval, 250ms);
+  EXPECT_EQ(s.idle_poll_max, 10s);
+  EXPECT_EQ(s.heartbeat_interval, 1s);
+  EXPECT_EQ(s.node_expiry, 5s);
+  EXPECT_EQ(s.stop_grace, 20s);
+  EXPECT_EQ(s.stuck_grace, 3s);
+  EXPECT_EQ(s.run_retention, std::chrono::hours(24 * 14));
+  EXPECT_EQ(s.cycle_retention, 36h);
+  EXPECT_TRUE(s.listen);
+  EXPECT_EQ(s.listen_conninfo, "host=db.direct dbname=app");
+  EXPECT_EQ(s.concurrency,
+            (std::map<std::string, int>{{"oauth.token:check", 1}, {"website_analysis", 4}}));
+  // 4 + 6 + 5 + 10 + 3 + 0 + 1.
+  EXPECT_EQ(s.connection_budget, 29);
+
+  EXPECT_EQ(c.lane.size, 3);
+  EXPECT_EQ(c.lane.max_overflow, 0);
+  EXPECT_EQ(c.lane.timeout, 5s);
+  EXPECT_EQ(c.lane.conninfo, "host=db.internal dbname=app user=sluice");
+  EXPECT_EQ(c.lane.effective_application_name(), "acme/scheduler");
+
+  EXPECT_EQ(c.http.address, "0.0.0.0");
+  EXPECT_EQ(c.http.port, 9090);
+  EXPECT_EQ(c.http.token, "0123456789abcdef0123");
+  EXPECT_EQ(c.http.max_body_bytes, 2u * 1024u * 1024u);
+  EXPECT_EQ(c.http.history, 30min);
+  EXPECT_EQ(c.http.sample_interval, 10s);
+
+  EXPECT_EQ(c.commands.allow, (std::vector<std::string>{"/usr/bin/true", "/usr/bin/false"}));
+  EXPECT_EQ(c.commands.default_timeout, 2min);
+  EXPECT_EQ(c.commands.max_output_bytes, 4096u);
+
+  EXPECT_EQ(c.log.format, sluice::cli::log_format::json);
+  EXPECT_EQ(c.log.level, sluice::cli::log_level::debug);
+
+  EXPECT_EQ(c.manager_settings().connection_budget, 50);
+}
+
+TEST(Config, UnknownKeyNamesPathAndLineAndSuggests) {
+  const auto e = parse_error("[pools.platform]\nsize = 5\nsise = 6\n", "did you mean 'size'?");
+  EXPECT_EQ(e.key(), "pools.platform.sise");
+  EXPECT_EQ(e.line(), 3);
+  EXPECT_EQ(e.source(), "test.toml");
+  EXPECT_TRUE(contains(e.what(), "test.toml:3:")) << e.what();
+  EXPECT_TRUE(contains(e.what(), "unknown key")) << e.what();
+}
+
+TEST(Config, UnknownKeysAreFoundInEverySection) {
+  EXPECT_EQ(parse_error("[pool.platform]\nsize = 5\n", "did you mean 'pools'?").key(), "pool");
+  EXPECT_EQ(parse_error("[database]\nulr = \"\"\n", "did you mean 'url'?").key(), "database.ulr");
+  EXPECT_EQ(parse_error("[scheduler]\nworkres = 3\n", "did you mean 'workers'?").key(),
+            "scheduler.workres");
+  EXPECT_EQ(
+      parse_error("[scheduler.lane]\nmax_overflo = 3\n", "did you mean 'max_overflow'?").key(),
+      "scheduler.lane.max_overflo");
+  EXPECT_EQ(parse_error("[http]\nprot = 1\n", "did you mean 'port'?").key(), "http.prot");
+  EXPECT_EQ(parse_error("[commands]\nallowed = []\n", "did you mean 'allow'?").key(),
+            "commands.allowed");
+  EXPECT_EQ(parse_error("[log]\nlevle = \"info\"\n", "did you mean 'level'?").key(), "log.levle");
+  // Nothing close: the known keys are listed instead.
+  const auto e = parse_error("[log]\ncolour = true\n", "known keys in [log]: format, level");
+  EXPECT_EQ(e.key(), "log.colour");
+}
+
+TEST(Config, WrongTypeNamesBothTypes) {
+  auto e = parse_error("[pools.platform]\nsize = \"5\"\n", "expected a whole number, got a string");
+  EXPECT_EQ(e.key(), "pools.platform.size");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[pools.platform]\npre_ping = 1\n", "expected true or false, got a whole number");
+  parse_error("[pools.platform]\ntimeout = 1.5\n", "expected a duration");
+  parse_error("[database]\nurl = 5\n", "expected a string, got a whole number");
+  parse_error("[commands]\nallow = \"/usr/bin/true\"\n", "expected an array");
+  parse_error("[commands]\nallow = [1]\n", "commands.allow[0]: expected a string");
+  parse_error("pools = 3\n", "expected a table");
+  parse_error("[pools]\nplatform = 3\n", "expected a table ([pools.platform])");
+  parse_error("[scheduler.concurrency]\nsql = \"2\"\n", "expected a whole number of handlers");
+}
+
+TEST(Config, OutOfRangeValuesAreRefused) {
+  auto e = parse_error("[pools.platform]\nsize = 0\n", "must be between 1 and 10000 (got 0)");
+  EXPECT_EQ(e.key(), "pools.platform.size");
+  parse_error("[pools.platform]\nrecycle_jitter = 0.9\n", "must be between 0 and 0.5");
+  parse_error("[pools.platform]\ntimeout = -1\n", "must not be negative");
+  parse_error("[pools.platform]\nstatement_cache = 100001\n", "must be between 0 and 100000");
+  parse_error("[http]\nport = 70000\n", "http.port: must be between 0 and 65535");
+  parse_error("[http]\nmax_body_bytes = 10\n", "must be between 1024 and");
+  parse_error("[http]\nhistory = \"7d\"\nsample_interval = \"100ms\"\n", "samples per pool");
+  parse_error("[scheduler]\nworkers = 0\n", "scheduler.workers: must be between 1 and 1024");
+  parse_error("[scheduler]\nheartbeat_interval = \"5s\"\nnode_expiry = \"6s\"\n",
+              "at least twice heartbeat_interval");
+  parse_error("[scheduler]\nrun_retention = \"90m\"\n", "whole number of hours");
+  e = parse_error("[scheduler]\nworkers = 4\n[scheduler.concurrency]\nsql = 5\n",
+                  "between 1 and scheduler.workers (4), got 5");
+  EXPECT_EQ(e.key(), "scheduler.concurrency.sql");
+  parse_error("[log]\nlevel = \"verbose\"\n", "'verbose' is not one of debug, info, warn, error");
+  parse_error("[pools.platform]\nreset_on_return = \"reset\"\n", "is not one of none, rollback");
+}
+
+TEST(Config, CrossFieldPoolChecksNameTheKey) {
+  // pool::validate's own rule (min_idle <= size), reported on the key it concerns.
+  const auto e = parse_error("[pools.platform]\nsize = 2\n\nmin_idle = 3\n",
+                             "min_idle must be between 0 and size (2)");
+  EXPECT_EQ(e.key(), "pools.platform.min_idle");
+  EXPECT_EQ(e.line(), 4);
+  parse_error("[pools.platform]\nrecycle = \"500ms\"\n", "pools.platform.recycle: recycle must be");
+  parse_error("[pools.p]\nconnect_backoff_initial = \"2s\"\nconnect_backoff_max = \"1s\"\n",
+              "pools.p.connect_backoff_max:");
+}
+
+TEST(Config, MalformedDurationsAreRefused) {
+  auto e = parse_error("[pools.platform]\ntimeout = \"30 s\"\n", "'30 s' is not a duration");
+  EXPECT_EQ(e.key(), "pools.platform.timeout");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[pools.platform]\nrecycle = \"1800\"\n", "a unit is missing");
+  parse_error("[scheduler]\npoll_interval = \"1s1m\"\n", "largest to smallest");
+  parse_error("[http]\nhistory = \"1w\"\n", "unknown unit 'w'");
+  parse_error("[pools.platform]\ntimeout = \"2d\"\n", "must be between 0s and 1d (got 2d)");
+}
+
+TEST(Config, TomlSyntaxErrorGivesLineAndColumn) {
+  const auto e = parse_error("[http]\nport = 8080\naddress = \n", "TOML syntax error");
+  EXPECT_EQ(e.line(), 3);
+  EXPECT_GT(e.column(), 0);
+  EXPECT_TRUE(e.key().empty());
+  EXPECT_TRUE(contains(e.what(), "test.toml:3:")) << e.what();
+  parse_error("[pools.platform\nsize = 5\n", "TOML syntax error");
+  parse_error("[http]\nport = 1\nport = 2\n", "TOML syntax error");
+}
+
+TEST(Config, PoolNamesAreChecked) {
+  parse_error("[pools.Platform]\n", "pool names are 1 to 63 characters");
+  parse_error("[pools.\"a b\"]\n", "pool names are 1 to 63 characters");
+  const auto e = parse_error("[pools.scheduler]\nsize = 1\n", "reserved for the scheduler's lane");
+  EXPECT_EQ(e.key(), "pools.scheduler");
+  const auto c = parse("[pools.web-1_a]\n");
+  EXPECT_EQ(c.pools.at(0).name, "web-1_a");
+}
+
+TEST(Config, CommandsMustBeAbsoluteExistingExecutables) {
+  const scratch_dir dir;
+  const auto script = dir.write("not-executable.sh", "#!/bin/sh\n", 0644);
+  auto e = parse_error("[commands]\nallow = [\"/usr/bin/true\", \"" + script.string() + "\"]\n",
+                       "is not executable");
+  EXPECT_EQ(e.key(), "commands.allow[1]");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[commands]\nallow = [\"" + (dir.path() / "missing").string() + "\"]\n",
+              "does not exist");
+  parse_error("[commands]\nallow = [\"" + dir.path().string() + "\"]\n", "not a regular file");
+  parse_error("[commands]\nallow = [\"echo\"]\n", "not an absolute path");
+
+  const auto runnable = dir.write("ok.sh", "#!/bin/sh\n", 0755);
+  const auto c = parse("[commands]\nallow = [\"" + runnable.string() + "\"]\n");
+  EXPECT_EQ(c.commands.allow, std::vector<std::string>{runnable.string()});
+}
+
+constexpr std::string_view two_pools_only = R"toml(
+[pools.platform]
+size = 5
+max_overflow = 10
+
+[pools.user_data]
+size = 5
+max_overflow = 10
+)toml";
+
+TEST(Config, BudgetExceededGivesTheNumbers) {
+  const std::string two_pools =
+      "[database]\nconnection_budget = 20\n" + std::string(two_pools_only);
+  const auto e = parse_error(two_pools, "more than the budget of 20");
+  EXPECT_EQ(e.key(), "database.connection_budget");
+  EXPECT_EQ(e.line(), 2);
+  // 15 + 15 + 3 (lane) + 1 (LISTEN).
+  EXPECT_TRUE(contains(e.what(), "34 server connections")) << e.what();
+  EXPECT_TRUE(contains(e.what(), "platform 5+10")) << e.what();
+  EXPECT_TRUE(contains(e.what(), "user_data 5+10")) << e.what();
+  EXPECT_TRUE(contains(e.what(), "scheduler lane 2+1")) << e.what();
+  EXPECT_TRUE(contains(e.what(), "LISTEN 1")) << e.what();
+
+  // Exactly at the budget is fine; without LISTEN one connection less is needed.
+  const auto c = parse("[database]\nconnection_budget = 34\n" + std::string(two_pools_only));
+  EXPECT_EQ(c.connections_needed(), 34);
+  const auto no_listen = parse("[database]\nconnection_budget = 33\n[scheduler]\nlisten = false\n" +
+                               std::string(two_pools_only));
+  EXPECT_EQ(no_listen.connections_needed(), 33);
+  EXPECT_EQ(no_listen.manager_settings().dedicated_connections, 0);
+}
+
+TEST(Config, EnvironmentOverridesTheFile) {
+  const std::string text =
+      "[database]\nurl = \"dbname=fromfile\"\n"
+      "[pools.platform]\nsize = 5\n"
+      "[pools.user_data]\nurl = \"dbname=users\"\n"
+      "[http]\nport = 8080\ntoken = \"file-token-0123456789\"\n";
+  const auto c = parse(text, {{"DATABASE_URL", "postgresql://app@db/prod"},
+                              {"DB_POOL_SIZE", "3"},
+                              {"DB_MAX_OVERFLOW", "4"},
+                              {"DB_POOL_RECYCLE", "1800"},
+                              {"DB_POOL_TIMEOUT", "12"},
+                              {"SLUICE_API_TOKEN", "env-token-abcdefghijkl"},
+                              {"SLUICE_HTTP_PORT", "9999"},
+                              {"PGHOST", "ignored-by-sluice"}});
+  EXPECT_EQ(c.database.url, "postgresql://app@db/prod");
+  const auto* platform = c.find_pool("platform");
+  ASSERT_NE(platform, nullptr);
+  EXPECT_EQ(platform->conninfo, "postgresql://app@db/prod");
+  EXPECT_EQ(platform->size, 3);
+  EXPECT_EQ(platform->max_overflow, 4);
+  EXPECT_EQ(platform->recycle, 30min);
+  EXPECT_EQ(platform->timeout, 12s);
+  // A pool's own url wins over DATABASE_URL; the DB_POOL_* variables apply to every pool...
+  const auto* user_data = c.find_pool("user_data");
+  ASSERT_NE(user_data, nullptr);
+  EXPECT_EQ(user_data->conninfo, "dbname=users");
+  EXPECT_EQ(user_data->size, 3);
+  // ...but not to the scheduler's lane.
+  EXPECT_EQ(c.lane.size, 2);
+  EXPECT_EQ(c.lane.max_overflow, 1);
+  EXPECT_EQ(c.lane.conninfo, "postgresql://app@db/prod");
+  EXPECT_EQ(c.http.token, "env-token-abcdefghijkl");
+  EXPECT_EQ(c.http.port, 9999);
+  EXPECT_EQ(c.connections_needed(), 7 + 7 + 3 + 1);
+  EXPECT_EQ(c.environment_applied,
+            (std::vector<std::string>{"DATABASE_URL", "DB_MAX_OVERFLOW", "DB_POOL_RECYCLE",
+                                      "DB_POOL_SIZE", "DB_POOL_TIMEOUT", "SLUICE_API_TOKEN",
+                                      "SLUICE_HTTP_PORT"}));
+
+  // Empty variables count as unset.
+  const auto unset = parse(text, {{"DB_POOL_SIZE", ""}, {"SLUICE_HTTP_PORT", ""}});
+  EXPECT_EQ(unset.find_pool("platform")->size, 5);
+  EXPECT_EQ(unset.http.port, 8080);
+  EXPECT_TRUE(unset.environment_applied.empty());
+}
+
+TEST(Config, BadEnvironmentVariablesAreNamed) {
+  auto e = parse_error("", "environment variable DB_POOL_SIZE: 'abc' is not a whole number",
+                       {{"DB_POOL_SIZE", "abc"}});
+  EXPECT_TRUE(e.from_environment());
+  EXPECT_EQ(e.key(), "DB_POOL_SIZE");
+  parse_error("", "environment variable DB_MAX_OVERFLOW", {{"DB_MAX_OVERFLOW", "-1"}});
+  parse_error("", "environment variable SLUICE_HTTP_PORT: '99999' is not a port number",
+              {{"SLUICE_HTTP_PORT", "99999"}});
+  parse_error("", "environment variable SLUICE_API_TOKEN: the token is 5 characters long",
+              {{"SLUICE_API_TOKEN", "short"}});
+  parse_error("", "environment variable DATABASE_URL: not a valid connection string",
+              {{"DATABASE_URL", "host=x bogus_option=1"}});
+  // Valid on its own, but the result is not: the message says the environment did it.
+  e = parse_error("[pools.platform]\nmin_idle = 3\n", "(after DB_POOL_SIZE=2 from the environment)",
+                  {{"DB_POOL_SIZE", "2"}});
+  EXPECT_EQ(e.key(), "pools.platform.min_idle");
+  // ...and only when it had a hand in it.
+  e = parse_error("[pools.platform]\nrecycle = \"500ms\"\n", "recycle must be at least 1 s",
+                  {{"DB_POOL_SIZE", "2"}});
+  EXPECT_FALSE(contains(e.what(), "DB_POOL_SIZE")) << e.what();
+  // The budget counts what the environment asked for.
+  parse_error("[database]\nconnection_budget = 40\n[pools.a]\n[pools.b]\n",
+              "104 server connections", {{"DB_POOL_SIZE", "20"}, {"DB_MAX_OVERFLOW", "30"}});
+}
+
+TEST(Config, TokenFileIsReadRelativeToTheConfigFile) {
+  const scratch_dir dir;
+  dir.write("token", "file-token-abcdefghij\n", 0600);
+  const auto file = dir.write("sluice.toml", "[http]\ntoken_file = \"token\"\n");
+  const auto c = load_config(file, fake_env({}));
+  EXPECT_EQ(c.http.token, "file-token-abcdefghij");
+  EXPECT_EQ(c.http.token_file, dir.path() / "token");
+  EXPECT_EQ(c.source, file.string());
+
+  const auto both =
+      dir.write("both.toml", "[http]\ntoken = \"abcdefghijklmnopq\"\ntoken_file = \"token\"\n");
+  EXPECT_THROW((void)load_config(both, fake_env({})), config_error);
+  const auto missing = dir.write("missing.toml", "[http]\ntoken_file = \"nope\"\n");
+  try {
+    (void)load_config(missing, fake_env({}));
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.key(), "http.token_file");
+    EXPECT_TRUE(contains(e.what(), "cannot read")) << e.what();
+  }
+}
+
+TEST(Config, UnreadableFileIsNamed) {
+  try {
+    (void)load_config("/nonexistent/sluice.toml", fake_env({}));
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.source(), "/nonexistent/sluice.toml");
+    EXPECT_TRUE(contains(e.what(), "/nonexistent/sluice.toml: cannot read")) << e.what();
+  }
+}
+
+TEST(Config, ShortOrOddTokensAreRefusedWithoutEchoingThem) {
+  auto e = parse_error("[http]\ntoken = \"hunter2\"\n", "at least 16");
+  EXPECT_FALSE(contains(e.what(), "hunter2")) << e.what();
+  e = parse_error("[http]\ntoken = \"hunter2 hunter2 hunter2\"\n", "without spaces");
+  EXPECT_FALSE(contains(e.what(), "hunter2")) << e.what();
+}
+
+TEST(Config, PasswordsNeverAppearInErrorsOrJson) {
+  const std::string secret = "s3cr3t-hunter2";
+  const std::string uri = "postgresql://app:" + secret + "@db.internal:5432/prod";
+  const std::string kv = "host=db.internal user=app password=" + secret + " dbname=prod";
+  const std::string token = "tok-" + secret + "-0123456789";
+
+  // --print-config.
+  const auto c =
+      parse("[database]\nurl = \"" + uri + "\"\n[pools.platform]\nurl = \"" + kv +
+            "\"\n[scheduler]\nlisten_url = \"" + kv + "\"\n[http]\ntoken = \"" + token + "\"\n");
+  const std::string json = c.to_json_redacted();
+  EXPECT_FALSE(contains(json, secret)) << json;
+  const auto parsed = nlohmann::json::parse(json);
+  EXPECT_TRUE(parsed["http"]["token_set"].get<bool>());
+  EXPECT_FALSE(parsed["http"].contains("token"));
+  EXPECT_TRUE(contains(parsed["database"]["url"].get<std::string>(), "db.internal"));
+  EXPECT_EQ(parsed["pools"]["platform"]["size"], 5);
+  EXPECT_EQ(parsed["pools"]["platform"]["recycle"], "30m");
+  EXPECT_EQ(parsed["scheduler"]["lane"]["size"], 2);
+  EXPECT_EQ(parsed["budget"]["needed"], 19);
+
+  // Through the environment too.
+  const auto from_env = parse("", {{"DATABASE_URL", uri}, {"SLUICE_API_TOKEN", token}});
+  EXPECT_FALSE(contains(from_env.to_json_redacted(), secret));
+
+  // Errors, whatever they are about.
+  const auto no_secret = [&](const config_error& e) {
+    EXPECT_FALSE(contains(e.what(), secret)) << e.what();
+  };
+  no_secret(parse_error("[database]\nurl = \"host=db password=" + secret + " bogus=1\"\n",
+                        "database.url: not a valid connection string"));
+  no_secret(parse_error("[database]\nurl = \"host=db passwrd=" + secret + "\"\n",
+                        "not a valid connection string"));
+  no_secret(parse_error("[database]\nurl = \"host=db password=" + secret + " x\"\n",
+                        "not a valid connection string"));
+  no_secret(parse_error("[pools.p]\nurl = \"postgresql://u:" + secret + "@h/db?bogus=1\"\n",
+                        "pools.p.url: not a valid connection string"));
+  no_secret(parse_error("[scheduler]\nlisten_url = \"host=db password=" + secret + " junk\"\n",
+                        "scheduler.listen_url"));
+  no_secret(
+      parse_error("[database]\nurl = \"" + uri + "\nconnection_budget = 2\n", "TOML syntax error"));
+  no_secret(parse_error("[database]\nurl = \"" + uri + "\"\"x\n", "the details are not shown"));
+  no_secret(parse_error("[database]\nurl = \"" + uri + "\"\nconnection_budget = 2\n",
+                        "more than the budget of 2"));
+  no_secret(parse_error("[database]\nurl = \"" + uri + "\"\nurl2 = 1\n", "did you mean 'url'"));
+  no_secret(parse_error("", "DATABASE_URL", {{"DATABASE_URL", kv + " bogus"}}));
+  no_secret(parse_error("[http]\ntoken = \"" + token + " x\"\n", "without spaces"));
+}
+
+TEST(Config, ExamplesLoad) {
+  const std::filesystem::path examples = std::filesystem::path(SLUICE_SOURCE_DIR) / "examples";
+  const auto demo = load_config(examples / "demo.toml", fake_env({}));
+  ASSERT_EQ(demo.pools.size(), 2u);
+  for (const auto& p : demo.pools) {
+    EXPECT_EQ(p.size, 5) << p.name;
+    EXPECT_EQ(p.max_overflow, 10) << p.name;
+    EXPECT_EQ(p.recycle, 30min) << p.name;
+    EXPECT_EQ(p.timeout, 30s) << p.name;
+  }
+  EXPECT_EQ(demo.pools[0].name, "platform");
+  EXPECT_EQ(demo.pools[1].name, "user_data");
+  EXPECT_EQ(demo.scheduler.workers, 8);
+  EXPECT_FALSE(demo.http.token.empty());
+  EXPECT_EQ(demo.commands.allow.size(), 4u);
+  EXPECT_EQ(demo.connections_needed(), 34);
+
+  const auto incident = load_config(examples / "incident.toml", fake_env({}));
+  ASSERT_EQ(incident.pools.size(), 2u);
+  EXPECT_EQ(incident.scheduler.concurrency.at("oauth_token_check"), 2);
+  EXPECT_EQ(incident.scheduler.concurrency.at("website_analysis"), 4);
+  EXPECT_EQ(incident.scheduler.concurrency.at("monitoring_task"), 3);
+  // The seed's original settings do not fit the incident file's budget.
+  try {
+    (void)load_config(examples / "incident.toml",
+                      fake_env({{"DB_POOL_SIZE", "20"}, {"DB_MAX_OVERFLOW", "30"}}));
+    FAIL();
+  } catch (const config_error& e) {
+    EXPECT_EQ(e.key(), "database.connection_budget");
+    EXPECT_TRUE(contains(e.what(), "104 server connections")) << e.what();
+  }
+}
+
+}  // namespace
