@@ -139,6 +139,8 @@ inline constexpr const char* complete =
     "    consecutive_failures = i.consecutive_failures,"
     "    runs = t.runs + CASE WHEN i.counts_run THEN 1 ELSE 0 END, updated_at = now()"
     "  FROM input i WHERE t.id = i.id AND t.claim_token = i.token AND t.state = 'running'"
+    // The planner cannot see into the JSON: an explicit id list makes it an index lookup.
+    "    AND t.id = ANY(ARRAY(SELECT id FROM input))"
     "  RETURNING t.id"
     "), recorded AS ("
     "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
@@ -182,7 +184,8 @@ inline constexpr const char* release_claims =
     " claim_token = t.claim_token + 1, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
     " next_run_at = least(coalesce(t.next_run_at, now()), now()), updated_at = now()"
     " FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint)"
-    " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'";
+    " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'"
+    "   AND t.id = ANY(ARRAY(SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e))";
 
 // The cycle's own record and counters, in the same transaction as the completions it flushed.
 inline constexpr const char* record_cycle =

@@ -124,6 +124,7 @@ struct running_task {
   bool started = false;
   bool cancel_sent = false;
   bool abandoned = false;  // declared stuck; its outcome was already recorded as timed out
+  bool stopping = false;   // cancelled by stop(), not by its deadline: handed back, not charged
 };
 
 std::string host_name() {
@@ -159,6 +160,7 @@ std::string outcomes_json(const std::vector<outcome_row>& rows) {
 
 struct type_counts {
   int claimed = 0, succeeded = 0, failed = 0, skipped = 0, fenced = 0;
+  int timed_out = 0;  // also counted in failed (the cycle log has one column for both)
 };
 
 }  // namespace
@@ -271,7 +273,12 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       idle_cv_.wait_until(lock, grace_end, [this] { return live_running_locked() == 0; });
       if (live_running_locked() > 0) {
         for (auto& rt : running_)
+          rt->stopping = true;
+        std::vector<std::shared_ptr<running_task>> to_cancel(running_.begin(), running_.end());
+        lock.unlock();  // cancellation callbacks may block briefly (PQcancel)
+        for (auto& rt : to_cancel)
           rt->token.cancel();
+        lock.lock();
         idle_cv_.wait_for(lock, std::min(settings_.stuck_grace, milliseconds(2000)),
                           [this] { return live_running_locked() == 0; });
         // Whatever still runs is handed back: another node takes it now, and the late outcome
@@ -485,11 +492,19 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         detail = ctx.detail();
         completed_in_tx = ctx.completed_in_transaction() && ok;
       }
-      const bool timed_out = rt->token.cancelled() && !ok;
       std::unique_lock lock(mutex_);
+      // A handler that failed after its token fired (or past its deadline) timed out; one that
+      // stopped because the node is stopping is handed back without using up an attempt.
+      const bool cut_short = !ok && (rt->token.cancelled() || steady_clock::now() >= rt->deadline);
+      const bool timed_out = cut_short && !rt->stopping;
       running_.erase(std::find(running_.begin(), running_.end(), rt));
       if (completed_in_tx) {
         ++counters_.succeeded;
+      } else if (cut_short && rt->stopping) {
+        if (!rt->abandoned) {
+          rt->abandoned = true;
+          releases_.push_back(rt);
+        }
       } else if (!(workers_stop_ && rt->abandoned)) {
         // An abandoned task's outcome is still recorded: the claim token refuses it ('fenced').
         outcomes_.push_back(make_outcome(*rt, ok, timed_out, error, detail));
@@ -537,7 +552,17 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           if (wake_ || !outcomes_.empty() || !releases_.empty()) break;
           const auto now = steady_clock::now();
           auto until = next_wake_;
-          watch_timeouts_locked(now, until);
+          std::vector<std::shared_ptr<running_task>> to_cancel;
+          watch_timeouts_locked(now, until, to_cancel);
+          if (!to_cancel.empty()) {
+            // Cancellation callbacks may block briefly (PQcancel): run them outside the lock,
+            // then look again (running_ may have changed meanwhile).
+            lock.unlock();
+            for (auto& rt : to_cancel)
+              rt->token.cancel();
+            lock.lock();
+            continue;
+          }
           if (wake_ || !outcomes_.empty()) break;
           if (now >= until) break;
           cycle_cv_.wait_until(lock, until);
@@ -565,16 +590,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
 
   // Cancels handlers past their deadline; declares stuck those past deadline + stuck_grace and
   // records their run as timed out. Moves `until` to the next deadline that needs attention.
-  void watch_timeouts_locked(steady_clock::time_point now, steady_clock::time_point& until) {
+  // Tokens to cancel are handed back in `to_cancel`: the caller cancels them without the lock.
+  void watch_timeouts_locked(steady_clock::time_point now, steady_clock::time_point& until,
+                             std::vector<std::shared_ptr<running_task>>& to_cancel) {
     for (auto& rt : running_) {
       if (rt->abandoned) continue;
       if (!rt->cancel_sent) {
         if (now >= rt->deadline) {
           rt->cancel_sent = true;
-          auto token = rt;  // callbacks may block briefly (PQcancel): run them outside the lock
-          mutex_.unlock();
-          token->token.cancel();
-          mutex_.lock();
+          to_cancel.push_back(rt);
+          continue;  // stuck only after deadline + stuck_grace, checked on a later pass
         } else {
           until = std::min(until, rt->deadline);
           continue;
@@ -602,7 +627,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     const auto started_wall = system_clock::now();
     std::vector<outcome_row> outcomes;
     std::vector<std::shared_ptr<running_task>> releases;
-    std::map<std::string, int> want;  // tasks to claim per type
+    std::vector<std::pair<std::string, int>> caps;  // most tasks each type may claim now
+    int room = 0;                                   // free places across all types
     {
       const std::scoped_lock lock(mutex_);
       outcomes.swap(outcomes_);
@@ -623,15 +649,15 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         int stuck = 0;
         for (const auto& rt : running_)
           stuck += rt->abandoned ? 1 : 0;
-        int room = settings_.workers - stuck + settings_.prefetch - outstanding_total;
-        for (const auto& type : types_) {
-          const int n = std::min({settings_.claim_batch, room,
-                                  limit_for(type) + settings_.prefetch - outstanding[type]});
-          if (n > 0) {
-            want[type] = n;
-            room -= n;
-          }
+        room = settings_.workers - stuck + settings_.prefetch - outstanding_total;
+        // Start with a different type each cycle so no type always comes first.
+        for (std::size_t k = 0; k < types_.size() && room > 0; ++k) {
+          const std::string& type = types_[(claim_rr_ + k) % types_.size()];
+          const int cap = std::min(settings_.claim_batch,
+                                   limit_for(type) + settings_.prefetch - outstanding[type]);
+          if (cap > 0) caps.emplace_back(type, cap);
         }
+        if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
       }
     }
 
@@ -659,8 +685,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
             tc.succeeded += n;
           else if (outcome == "fenced")
             tc.fenced += n, fenced += n;
+          else if (outcome == "timed_out")
+            tc.failed += n, tc.timed_out += n;
           else
-            tc.failed += n;  // failed, timed_out
+            tc.failed += n;
         }
         for (const auto& o : outcomes)
           counts[o.type].skipped += static_cast<int>(o.skipped);
@@ -676,9 +704,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         c.query_cached(sql_release_, pg::json_text{json});
       }
       std::vector<outcome_row> skips;
-      for (const auto& [type, n] : want) {
+      // The room is shared: each type asks for its fair share of what is left, and what a type
+      // does not use (fewer due tasks than its share) passes on to the types after it.
+      for (std::size_t k = 0; k < caps.size() && room > 0; ++k) {
+        const auto& [type, cap] = caps[k];
+        const int remaining_types = static_cast<int>(caps.size() - k);
+        const int share = std::max(1, (room + remaining_types - 1) / remaining_types);
+        const int n = std::min(cap, share);
         const auto res = c.query_cached(sql_claim_, settings_.node_id, type, n);
         if (res.rows() == n) full_batch = true;
+        room -= res.rows();
         counts[type].claimed += res.rows();
         for (const auto row : res) {
           auto rt = std::make_shared<running_task>();
@@ -722,7 +757,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     int claimed_n = 0;
     for (const auto& [type, tc] : counts) {
       counters_.succeeded += static_cast<std::uint64_t>(tc.succeeded);
-      counters_.failed += static_cast<std::uint64_t>(tc.failed);
+      counters_.failed += static_cast<std::uint64_t>(tc.failed - tc.timed_out);
+      counters_.timed_out += static_cast<std::uint64_t>(tc.timed_out);
       counters_.fenced += static_cast<std::uint64_t>(tc.fenced);
       counters_.claimed += static_cast<std::uint64_t>(tc.claimed);
       claimed_n += tc.claimed;
@@ -930,7 +966,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         pg::connect_options o;
         o.conninfo =
             settings_.listen_conninfo.empty() ? lane_.config().conninfo : settings_.listen_conninfo;
-        o.application_name = "sluice/listen";
+        o.application_name = lane_.config().effective_application_name() + "/listen";
         o.connect_timeout = lane_.config().connect_timeout;
         pg::connection c = pg::connection::open(o);
         c.listen(channel_);
@@ -988,6 +1024,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   bool threads_stop_ = false;
   bool leader_ = false;
   std::size_t rr_ = 0;
+  std::size_t claim_rr_ = 0;  // the type that claims first in the next cycle
   std::map<std::string, std::deque<std::shared_ptr<running_task>>> queued_;
   std::list<std::shared_ptr<running_task>> running_;
   std::vector<outcome_row> outcomes_;

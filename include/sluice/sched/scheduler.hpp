@@ -146,6 +146,7 @@ struct scheduler_status {
   int running = 0;  // handlers running now
   int stuck = 0;    // handlers past timeout + stuck_grace that have not returned
   std::map<std::string, int> running_by_type;
+  // Runs this node recorded since start, by outcome (failed excludes timed_out).
   std::uint64_t succeeded = 0, failed = 0, timed_out = 0, fenced = 0, rescued = 0, skipped = 0,
                 claimed = 0;
 };
