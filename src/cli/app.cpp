@@ -32,6 +32,7 @@ int run(int argc, char** argv) {
   register_pools(app);
   register_cycles(app);
   register_doctor(app);
+  register_serve(app);
 
   try {
     app.parse(argc, argv);

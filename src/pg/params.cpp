@@ -1,5 +1,6 @@
 #include "sluice/pg/params.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -27,7 +28,8 @@ std::string integer_text(Int v) {
 // Text-format parameters travel as C strings: libpq stops at the first NUL byte, so a string
 // holding one would be cut short without a word. PostgreSQL text cannot hold NUL anyway.
 std::string checked_text(std::string v) {
-  if (v.find('\0') != std::string::npos) {
+  // std::find rather than find('\0'): g++ 12 -O3 warns falsely on the memchr that inlines.
+  if (std::find(v.begin(), v.end(), '\0') != v.end()) {
     throw conversion_error(
         "text parameter contains a NUL byte; PostgreSQL text cannot hold one (send binary data "
         "as bytes)");

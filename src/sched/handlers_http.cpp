@@ -106,7 +106,9 @@ class http_runner {
     const cancel_token& token = ctx.cancel();
     std::optional<milliseconds> limit = p.timeout;
     if (const auto deadline = detail::deadline_of(token)) {
-      const auto left = std::chrono::floor<milliseconds>(*deadline - steady_clock::now());
+      // Rounded up: a transfer cut at this limit ends at or past the task's deadline, which the
+      // engine records as timed_out rather than failed.
+      const auto left = std::chrono::ceil<milliseconds>(*deadline - steady_clock::now());
       if (left <= 0ms)
         return handler_result::failure("HTTP " + where + ": timed out before the request was sent");
       limit = limit ? std::min(*limit, left) : left;
