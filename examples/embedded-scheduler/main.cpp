@@ -82,7 +82,8 @@ int main(int argc, char** argv) try {
   scheduler.handle("greet", [&greeted](sluice::sched::task_context& ctx) {
     // Work on the application's pool; the task's payload is a JSON object.
     sluice::pool::lease l = ctx.pools().get("app").acquire();
-    const std::string who = l->query("SELECT ($1::jsonb)->>'who'", ctx.payload()).one<std::string>();
+    const std::string who =
+        l->query("SELECT ($1::jsonb)->>'who'", ctx.payload()).one<std::string>();
     if (who.empty()) return sluice::sched::handler_result::failure("payload has no \"who\"");
     std::printf("hello, %s (task %lld, attempt %d)\n", who.c_str(),
                 static_cast<long long>(ctx.info().id), ctx.info().attempt);
@@ -91,9 +92,9 @@ int main(int argc, char** argv) try {
   });
   scheduler.handle("tick", [](sluice::sched::task_context& ctx) {
     std::printf("tick at fire time %lld\n",
-                static_cast<long long>(
-                    std::chrono::duration_cast<std::chrono::seconds>(ctx.fire_time().time_since_epoch())
-                        .count()));
+                static_cast<long long>(std::chrono::duration_cast<std::chrono::seconds>(
+                                           ctx.fire_time().time_since_epoch())
+                                           .count()));
     return sluice::sched::handler_result::success();
   });
   scheduler.start();

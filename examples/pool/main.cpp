@@ -76,11 +76,12 @@ int main(int argc, char** argv) try {
     th.join();
 
   for (const sluice::pool::pool_stats& s : pools.status()) {
-    std::printf("pool %-10s open %d (idle %d, in use %d) max %d peak %d checkouts %llu "
-                "timeouts %llu wait p99 %.3f ms\n",
-                s.name.c_str(), s.open, s.checked_in, s.checked_out, s.max, s.peak_checked_out,
-                static_cast<unsigned long long>(s.checkouts),
-                static_cast<unsigned long long>(s.timeouts), s.wait_p99_ms);
+    std::printf(
+        "pool %-10s open %d (idle %d, in use %d) max %d peak %d checkouts %llu "
+        "timeouts %llu wait p99 %.3f ms\n",
+        s.name.c_str(), s.open, s.checked_in, s.checked_out, s.max, s.peak_checked_out,
+        static_cast<unsigned long long>(s.checkouts), static_cast<unsigned long long>(s.timeouts),
+        s.wait_p99_ms);
     if (s.peak_checked_out > s.max) {
       std::fprintf(stderr, "pool %s exceeded its maximum\n", s.name.c_str());
       return 1;
