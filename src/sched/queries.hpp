@@ -187,6 +187,11 @@ inline constexpr const char* release_claims =
     " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'"
     "   AND t.id = ANY(ARRAY(SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e))";
 
+// Claims this node holds in the database ($1: node). After a cycle whose COMMIT outcome was
+// unknown, those the node does not know about are orphans and are handed back.
+inline constexpr const char* own_claims =
+    "SELECT id, claim_token FROM {s}.tasks WHERE claimed_by = $1 AND state = 'running'";
+
 // The cycle's own record and counters, in the same transaction as the completions it flushed.
 inline constexpr const char* record_cycle =
     "WITH c AS ("

@@ -197,6 +197,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     sql_complete_ = with_schema(queries::complete, sc);
     sql_complete_in_handler_ = with_schema(queries::complete_in_handler, sc);
     sql_release_ = with_schema(queries::release_claims, sc);
+    sql_own_claims_ = with_schema(queries::own_claims, sc);
     sql_record_cycle_ = with_schema(queries::record_cycle, sc);
     sql_next_due_ = with_schema(queries::next_due, sc);
     sql_heartbeat_ = with_schema(queries::heartbeat, sc);
@@ -629,10 +630,18 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     std::vector<std::shared_ptr<running_task>> releases;
     std::vector<std::pair<std::string, int>> caps;  // most tasks each type may claim now
     int room = 0;                                   // free places across all types
+    std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
     {
       const std::scoped_lock lock(mutex_);
       outcomes.swap(outcomes_);
       releases.swap(releases_);
+      if (reconcile_claims_) {
+        for (const auto& rt : running_)
+          known.insert(rt->t.id);
+        for (const auto& [type, q] : queued_)
+          for (const auto& rt : q)
+            known.insert(rt->t.id);
+      }
       if (allow_claims && state_ == scheduler_state::running) {
         int outstanding_total = 0;
         std::map<std::string, int> outstanding;
@@ -667,6 +676,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     std::uint64_t skipped_total = 0;
     int fenced = 0;
     bool full_batch = false;
+    int orphans = 0;  // claims handed back by reconciliation
     std::string error;
     try {
       auto lease = lane_.acquire();
@@ -703,6 +713,19 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         json += "]";
         c.query_cached(sql_release_, pg::json_text{json});
       }
+      if (reconcile_claims_) {
+        std::string json = "[";
+        for (const auto row : c.query_cached(sql_own_claims_, settings_.node_id)) {
+          const auto id = row.get<std::int64_t>(0);
+          if (known.count(id) != 0) continue;
+          if (json.size() > 1) json += ',';
+          json += "{\"id\":" + std::to_string(id) +
+                  ",\"token\":" + std::to_string(row.get<std::int64_t>(1)) + "}";
+          ++orphans;
+        }
+        json += "]";
+        if (orphans > 0) c.query_cached(sql_release_, pg::json_text{json});
+      }
       std::vector<outcome_row> skips;
       // The room is shared: each type asks for its fair share of what is left, and what a type
       // does not use (fewer due tasks than its share) passes on to the types after it.
@@ -736,8 +759,15 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
       }
       tx.commit();
+      reconcile_claims_ = false;
     } catch (const std::exception& e) {
       error = e.what();
+      reconcile_claims_ = true;
+    }
+    if (orphans > 0 && error.empty()) {
+      log(log_level::warn, "scheduler",
+          "handed back " + std::to_string(orphans) +
+              " tasks claimed by a cycle whose commit was not confirmed");
     }
 
     const std::scoped_lock lock(mutex_);
@@ -1002,7 +1032,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::string host_;
   int shard_ = 0;
   std::string sql_claim_, sql_complete_, sql_complete_in_handler_, sql_release_, sql_record_cycle_,
-      sql_next_due_, sql_heartbeat_, channel_;
+      sql_next_due_, sql_heartbeat_, sql_own_claims_, channel_;
+  // Set when a cycle failed: its claims may have committed anyway (the connection died during
+  // COMMIT), leaving tasks 'running' under this live node that no worker will ever run. The
+  // next good cycle hands such orphans back. Cycle thread only.
+  bool reconcile_claims_ = false;
   std::vector<std::string> types_;           // set at start, then read-only
   std::string types_array_;                  // the same as a PostgreSQL array literal
   std::map<std::string, handler> handlers_;  // read-only after start

@@ -408,3 +408,57 @@ TEST_F(SchedFencing, GracefulStopCancelsAndHandsTheClaimBack) {
 }
 
 }  // namespace
+
+namespace {
+
+// A claim whose COMMIT outcome the node never learned (the connection died during COMMIT)
+// leaves a task 'running' under a node that is alive and heartbeating, so no rescue would ever
+// take it. After a failed cycle the node compares the claims it holds in the database with the
+// tasks it knows and hands the orphans back; the task then runs once. The orphan is made by
+// hand (the state a lost COMMIT leaves) and the failed cycle by a constraint that refuses the
+// cycle's log row.
+TEST_F(SchedFencing, OrphanedClaimOfALiveNodeIsHandedBackAfterAFailedCycle) {
+  test::sched_env env;
+  sched::scheduler node(env.settings(), env.lane());
+  std::atomic<int> calls{0};
+  node.handle("job", [&](sched::task_context&) {
+    ++calls;
+    return sched::handler_result::success();
+  });
+  node.start();
+  ASSERT_TRUE(test::wait_for_cycles(node, 1));
+
+  sched::task_spec spec = test::due_now("job");
+  spec.when = sched::schedule::once(std::chrono::system_clock::now() + 1h);
+  const std::int64_t id = env.store().create(spec);
+  env.sql().query("UPDATE " + env.q("tasks") +
+                      " SET state = 'running', claimed_by = $2, claimed_at = now(), attempt = 1,"
+                      " claim_token = claim_token + 1, lease_until = now() + interval '1 hour',"
+                      " next_run_at = now() WHERE id = $1",
+                  id, node.node_id());
+
+  // Nothing frees it while cycles succeed: its node is alive.
+  const auto errors_before = node.status().cycle_errors;
+  node.wake();
+  ASSERT_TRUE(test::wait_for_cycles(node, 2));
+  EXPECT_EQ(env.store().get(id)->state, task_state::running);
+  EXPECT_EQ(calls.load(), 0);
+
+  env.sql().exec("ALTER TABLE " + env.q("cycles") +
+                 " ADD CONSTRAINT refuse_cycles CHECK (false) NOT VALID");
+  node.wake();
+  ASSERT_TRUE(test::wait_until([&] { return node.status().cycle_errors > errors_before; }, 10s));
+  env.sql().exec("ALTER TABLE " + env.q("cycles") + " DROP CONSTRAINT refuse_cycles");
+  node.wake();
+
+  ASSERT_TRUE(test::wait_for_state(env.store(), id, task_state::succeeded, 10s))
+      << "state " << sched::to_string(env.store().get(id)->state);
+  EXPECT_EQ(calls.load(), 1);
+  const sched::task t = *env.store().get(id);
+  EXPECT_FALSE(t.claimed_by.has_value());
+  EXPECT_EQ(outcomes_of(test::runs_oldest_first(env.store(), id)),
+            std::vector<std::string>{"succeeded"});
+  node.stop();
+}
+
+}  // namespace
