@@ -7,7 +7,9 @@
 //                    the rest are cancelled and their claims handed back, then HTTP stops and
 //                    the pools close; exit 0. A second one exits at once with 128 + signal.
 //   SIGHUP           reload the file: log.level, log.format and [commands] take effect at
-//                    once; every other changed key is logged as needing a restart.
+//                    once; every other changed key ([types] included: handlers are
+//                    registered once, before the scheduler starts) is logged as needing a
+//                    restart.
 //
 // Signals are blocked in every thread and read from a signalfd by one thread of their own, so
 // no work happens in an asynchronous signal handler.
@@ -28,6 +30,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -434,7 +437,8 @@ std::vector<std::string> changed_keys(const daemon_config& before, const daemon_
   const auto a = nlohmann::json::parse(after.to_json_redacted());
   std::vector<std::string> out;
   // Derived or descriptive entries, not settings: the budget follows from the pools.
-  for (const char* section : {"database", "pools", "scheduler", "http", "commands", "log"}) {
+  for (const char* section :
+       {"database", "pools", "scheduler", "http", "commands", "types", "log"}) {
     const nlohmann::json none;
     collect_changes(b.contains(section) ? b[section] : none,
                     a.contains(section) ? a[section] : none, section, out);
@@ -459,18 +463,27 @@ std::string join(const std::vector<std::string>& items, std::string_view sep = "
 
 // ---- the daemon -------------------------------------------------------------------------------
 
+// Every task type this node runs (built-ins and [types] aliases), mapped to the built-in
+// handler that runs it.
+using type_map = std::map<std::string, std::string, std::less<>>;
+
 // The handlers' payload checks, plus what only the daemon knows: which types it handles and
 // which pools exist (an sql task naming the lane or a missing pool is refused when created).
-void validate_task(std::string_view type, std::string_view payload,
-                   const std::vector<std::string>& types, const std::vector<std::string>& pools,
-                   const command_settings& commands) {
-  if (std::find(types.begin(), types.end(), type) == types.end()) {
+// A task of an alias type is checked by its handler's rules.
+void validate_task(std::string_view type, std::string_view payload, const type_map& types,
+                   const std::vector<std::string>& pools, const command_settings& commands) {
+  const auto it = types.find(type);
+  if (it == types.end()) {
+    std::vector<std::string> names;
+    for (const auto& [name, handler] : types)
+      names.push_back(name);
     throw sched::schedule_error("type: no handler for task type '" + std::string(type) +
-                                "' on this node (handled: " + join(types) + ")");
+                                "' on this node (handled: " + join(names) + ")");
   }
+  const std::string& handler = it->second;
   const auto policy = commands.get();
-  sched::validate_payload(type, payload, policy.get());
-  if (type != "sql") return;
+  sched::validate_payload(handler, payload, policy.get());
+  if (handler != "sql") return;
   const auto j = nlohmann::json::parse(payload, nullptr, false);
   if (!j.is_object() || !j.contains("pool") || !j["pool"].is_string()) return;
   const auto pool = j["pool"].get<std::string>();
@@ -693,11 +706,32 @@ int serve(const serve_options& opt) {
 
     // The scheduler and its handlers; the node id is known from here on.
     d.scheduler = std::make_unique<sched::scheduler>(cfg.scheduler_settings(), lane, d.pools.get());
-    d.scheduler->handle("sql", make_daemon_sql_handler());
-    d.scheduler->handle("http", sched::make_http_handler());
-    d.scheduler->handle("command", make_daemon_command_handler(commands));
-    d.scheduler->handle("noop", sched::make_noop_handler());
-    const std::vector<std::string> types = {"command", "http", "noop", "sql"};
+    // Each alias of [types] runs the very handler of its built-in type, under its own name
+    // (so its own concurrency limit and counters).
+    const std::map<std::string, sched::handler, std::less<>> handlers = {
+        {"sql", make_daemon_sql_handler()},
+        {"http", sched::make_http_handler()},
+        {"command", make_daemon_command_handler(commands)},
+        {"noop", sched::make_noop_handler()}};
+    type_map types;
+    for (const auto& [name, fn] : handlers) {
+      d.scheduler->handle(name, fn);
+      types.emplace(name, name);
+    }
+    std::vector<std::string> aliases;
+    for (const auto& t : cfg.types) {
+      d.scheduler->handle(t.name, handlers.at(t.handler));
+      types.emplace(t.name, t.handler);
+      aliases.push_back(t.name + " -> " + t.handler);
+    }
+    if (!aliases.empty()) log.info("task types run by built-in handlers: " + join(aliases));
+    for (const auto& [type, limit] : cfg.scheduler.concurrency) {
+      if (types.find(type) == types.end()) {
+        log.warn("scheduler.concurrency." + type + ": no handler for task type '" + type +
+                 "' on this node, so the limit has no effect (add [types." + type +
+                 "] with a handler)");
+      }
+    }
 
     // The budget against the server, next to the other live nodes.
     {

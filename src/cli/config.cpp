@@ -787,6 +787,40 @@ daemon_config parse_text(std::string_view text, std::string source,
   validate_pool(lane, cfg.lane, {});
   sch.finish();
 
+  // [types.<name>]
+  section types = root.table("types");
+  types.accept_all();
+  const std::vector<std::string> handlers(std::begin(builtin_handlers), std::end(builtin_handlers));
+  for (const auto& [name, node] : types.entries()) {
+    if (!node->is_table()) {
+      types.fail(name, "expected a table ([types." + name + "]) with handler = \"sql\" or " +
+                           "another built-in handler, got " + std::string(type_name(*node)));
+    }
+    if (!valid_task_type(name)) {
+      types.fail(name, "task types are 1 to 100 characters of A-Z, a-z, 0-9, '_', '.', ':', '-'");
+    }
+    if (std::find(handlers.begin(), handlers.end(), name) != handlers.end()) {
+      types.fail(name, "'" + name +
+                           "' is a built-in task type and cannot be redefined; give the alias a "
+                           "name of its own");
+    }
+    section t(ctx, node->as_table(), "types." + name);
+    const auto handler = t.string("handler");
+    if (!handler) {
+      t.fail("handler", "missing: name the built-in handler that runs tasks of type '" + name +
+                            "' (" + join(handlers, ", ") + ")");
+    }
+    if (std::find(handlers.begin(), handlers.end(), *handler) == handlers.end()) {
+      t.fail("handler", "'" + *handler + "' is not a built-in handler (" + join(handlers, ", ") +
+                            "); an alias cannot name another alias");
+    }
+    t.finish();
+    cfg.types.push_back({name, *handler});
+  }
+  types.finish();
+  std::sort(cfg.types.begin(), cfg.types.end(),
+            [](const task_type_alias& a, const task_type_alias& b) { return a.name < b.name; });
+
   // [http]
   section http = root.table("http");
   auto& hc = cfg.http;
@@ -1095,6 +1129,16 @@ const pool::settings* daemon_config::find_pool(std::string_view name) const noex
   return nullptr;
 }
 
+std::optional<std::string> daemon_config::handler_of(std::string_view type) const {
+  for (const std::string_view h : builtin_handlers) {
+    if (h == type) return std::string(h);
+  }
+  for (const auto& t : types) {
+    if (t.name == type) return t.handler;
+  }
+  return std::nullopt;
+}
+
 std::string daemon_config::to_json_redacted() const {
   using json = nlohmann::ordered_json;
   const auto dur = [](milliseconds d) { return format_duration(d); };
@@ -1173,6 +1217,10 @@ std::string daemon_config::to_json_redacted() const {
       {"default_timeout", dur(commands.default_timeout)},
       {"max_output_bytes", commands.max_output_bytes},
   };
+  json types_json = json::object();
+  for (const auto& t : types)
+    types_json[t.name] = {{"handler", t.handler}};
+  j["types"] = std::move(types_json);
   j["log"] = {{"format", std::string(to_string(log.format))},
               {"level", std::string(to_string(log.level))}};
 

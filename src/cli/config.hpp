@@ -98,6 +98,19 @@ struct commands_config {
   std::size_t max_output_bytes = 64 * 1024;  // stdout and stderr each, kept per run
 };
 
+// The handlers `sluice serve` has built in; every task type it runs is one of these or an alias
+// of one ([types.NAME]).
+inline constexpr std::string_view builtin_handlers[] = {"command", "http", "noop", "sql"};
+
+// [types.NAME]: a task type of the user's own (the seed's "oauth_token_check", say) that one of
+// the built-in handlers runs. Tasks of that type are claimed, limited by
+// [scheduler.concurrency] and counted under their own name, and their payload has the handler's
+// format and is checked by the handler's rules.
+struct task_type_alias {
+  std::string name;     // the task type, 1 to 100 of A-Z a-z 0-9 _ . : - and not a built-in
+  std::string handler;  // one of builtin_handlers
+};
+
 struct log_config {
   log_format format = log_format::text;
   log_level level = log_level::info;
@@ -115,6 +128,7 @@ struct daemon_config {
   sched::scheduler_settings scheduler;  // connection_budget is connections_needed()
   http_config http;
   commands_config commands;
+  std::vector<task_type_alias> types;  // [types.NAME], sorted by name
   log_config log;
   std::vector<std::string> environment_applied;  // names of the variables that changed something
 
@@ -129,6 +143,9 @@ struct daemon_config {
   [[nodiscard]] sched::scheduler_settings scheduler_settings() const { return scheduler; }
   // The named pool, or nullptr.
   [[nodiscard]] const pool::settings* find_pool(std::string_view name) const noexcept;
+  // The built-in handler that runs tasks of `type`: the type itself when it is a built-in, its
+  // alias's handler, or nullopt when this configuration runs no such type.
+  [[nodiscard]] std::optional<std::string> handler_of(std::string_view type) const;
 
   // Everything above as JSON, for `sluice serve --print-config`: passwords removed from every
   // conninfo, the token replaced by whether one is set, durations as strings ("30s", "1m30s").

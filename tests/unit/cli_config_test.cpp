@@ -386,6 +386,79 @@ TEST(Config, OutOfRangeValuesAreRefused) {
   parse_error("[pools.platform]\nreset_on_return = \"reset\"\n", "is not one of none, rollback");
 }
 
+TEST(Config, TypesMapCustomTaskTypesToBuiltInHandlers) {
+  const auto c = parse(
+      "[types.oauth_token_check]\nhandler = \"sql\"\n"
+      "[types.\"site.analysis:v2\"]\nhandler = \"http\"\n"
+      "[types.cleanup]\nhandler = \"command\"\n"
+      "[scheduler.concurrency]\noauth_token_check = 2\n");
+  ASSERT_EQ(c.types.size(), 3u);
+  // Sorted by name.
+  EXPECT_EQ(c.types[0].name, "cleanup");
+  EXPECT_EQ(c.types[0].handler, "command");
+  EXPECT_EQ(c.types[1].name, "oauth_token_check");
+  EXPECT_EQ(c.types[1].handler, "sql");
+  EXPECT_EQ(c.types[2].name, "site.analysis:v2");
+  EXPECT_EQ(c.types[2].handler, "http");
+  EXPECT_EQ(c.scheduler.concurrency.at("oauth_token_check"), 2);
+
+  EXPECT_EQ(c.handler_of("oauth_token_check"), "sql");
+  EXPECT_EQ(c.handler_of("site.analysis:v2"), "http");
+  EXPECT_EQ(c.handler_of("noop"), "noop");  // the built-ins are their own handlers
+  EXPECT_EQ(c.handler_of("sql"), "sql");
+  EXPECT_EQ(c.handler_of("monitoring_task"), std::nullopt);
+
+  const auto j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["types"]["oauth_token_check"]["handler"], "sql");
+  EXPECT_EQ(j["types"]["cleanup"]["handler"], "command");
+
+  // No [types]: no aliases, only the built-ins.
+  const auto empty = parse("");
+  EXPECT_TRUE(empty.types.empty());
+  EXPECT_EQ(empty.handler_of("oauth_token_check"), std::nullopt);
+  EXPECT_TRUE(nlohmann::json::parse(empty.to_json_redacted())["types"].empty());
+}
+
+TEST(Config, BadTypesNameTheKeyAndReason) {
+  auto e = parse_error("[types.oauth_token_check]\nhandler = \"python\"\n",
+                       "'python' is not a built-in handler (command, http, noop, sql)");
+  EXPECT_EQ(e.key(), "types.oauth_token_check.handler");
+  EXPECT_EQ(e.source(), "test.toml");
+  EXPECT_EQ(e.line(), 2);
+
+  e = parse_error("[types.a]\nhandler = \"sql\"\n[types.b]\nhandler = \"a\"\n",
+                  "an alias cannot name another alias");
+  EXPECT_EQ(e.key(), "types.b.handler");
+
+  e = parse_error("[types.monitoring_task]\n", "missing: name the built-in handler");
+  EXPECT_EQ(e.key(), "types.monitoring_task.handler");
+
+  e = parse_error("[types.monitoring_task]\nhandler = 3\n", "expected a string, got a whole");
+  EXPECT_EQ(e.key(), "types.monitoring_task.handler");
+
+  e = parse_error("[types.monitoring_task]\nhandler = \"sql\"\ntimout = 5\n", "unknown key");
+  EXPECT_EQ(e.key(), "types.monitoring_task.timout");
+
+  e = parse_error("[types.sql]\nhandler = \"http\"\n", "is a built-in task type");
+  EXPECT_EQ(e.key(), "types.sql");
+
+  e = parse_error("[types]\n\"bad type\" = { handler = \"sql\" }\n",
+                  "task types are 1 to 100 characters");
+  EXPECT_EQ(e.key(), "types.bad type");
+  parse_error("[types]\n\"" + std::string(101, 'a') + "\" = { handler = \"sql\" }\n",
+              "task types are 1 to 100 characters");
+  // 100 characters is still a valid type.
+  EXPECT_EQ(
+      parse("[types]\n\"" + std::string(100, 'a') + "\" = { handler = \"sql\" }\n").types.size(),
+      1u);
+
+  e = parse_error("types = 3\n", "expected a table");
+  EXPECT_EQ(e.key(), "types");
+  e = parse_error("[types]\noauth_token_check = \"sql\"\n",
+                  "expected a table ([types.oauth_token_check])");
+  EXPECT_EQ(e.key(), "types.oauth_token_check");
+}
+
 TEST(Config, CrossFieldPoolChecksNameTheKey) {
   // pool::validate's own rule (min_idle <= size), reported on the key it concerns.
   const auto e = parse_error("[pools.platform]\nsize = 2\n\nmin_idle = 3\n",
@@ -653,9 +726,18 @@ TEST(Config, ExamplesLoad) {
 
   const auto incident = load_config(examples / "incident.toml", fake_env({}));
   ASSERT_EQ(incident.pools.size(), 2u);
-  EXPECT_EQ(incident.scheduler.concurrency.at("oauth_token_check"), 2);
-  EXPECT_EQ(incident.scheduler.concurrency.at("website_analysis"), 4);
-  EXPECT_EQ(incident.scheduler.concurrency.at("monitoring_task"), 3);
+  EXPECT_EQ(incident.scheduler.concurrency.at("oauth_token_check"), 16);
+  EXPECT_EQ(incident.scheduler.concurrency.at("website_analysis"), 8);
+  EXPECT_EQ(incident.scheduler.concurrency.at("monitoring_task"), 8);
+  // Every type the incident limits is one the daemon can run.
+  for (const auto& [type, limit] : incident.scheduler.concurrency) {
+    EXPECT_TRUE(incident.handler_of(type).has_value()) << type;
+  }
+  EXPECT_EQ(incident.handler_of("oauth_token_check"), "sql");
+  EXPECT_EQ(incident.handler_of("website_analysis"), "http");
+  EXPECT_EQ(incident.handler_of("monitoring_task"), "sql");
+  EXPECT_FALSE(incident.http.token.empty());
+  EXPECT_EQ(incident.connections_needed(), 34);
   // The seed's original settings do not fit the incident file's budget.
   try {
     (void)load_config(examples / "incident.toml",
