@@ -262,6 +262,7 @@ void run_bench_scheduler(const bench_options& opt) {
   pool::settings lane_settings = cfg.lane;
   lane_settings.conninfo = conninfo;
   lane_settings.application_name = app + "-lane";
+  lane_settings.pre_ping_window = std::chrono::seconds(30);  // as the daemon's lane default
   pool::pool lane(lane_settings, connector);
   sched::store store(lane, schema);
   store.migrate();

@@ -782,6 +782,10 @@ daemon_config parse_text(std::string_view text, std::string source,
   cfg.lane = pool_defaults(std::string(lane_pool_name));
   cfg.lane.size = 2;
   cfg.lane.max_overflow = 1;
+  // The lane is used every heartbeat (2 s): with the pools' 500 ms pre-ping window every
+  // heartbeat would cost a second round trip and transaction. A dead lane connection costs one
+  // failed heartbeat or cycle instead, which the engine retries on a fresh connection.
+  cfg.lane.pre_ping_window = std::chrono::seconds(30);
   read_pool(lane, cfg.lane);
   lane.finish();
   validate_pool(lane, cfg.lane, {});

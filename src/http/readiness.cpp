@@ -32,16 +32,41 @@ check_result check_database(pool::pool& lane, milliseconds acquire_timeout) {
   return r;
 }
 
-check_result check_pools(const std::vector<pool::pool_stats>& pools) {
+pool_pressure::pool_pressure(milliseconds sustain, milliseconds timeout_memory)
+    : sustain_(sustain), timeout_memory_(timeout_memory) {}
+
+check_result pool_pressure::check(const std::vector<pool::pool_stats>& pools,
+                                  steady_clock::time_point now) {
+  const std::scoped_lock lock(mutex_);
   check_result r;
   json per_pool = json::object();
   for (const auto& p : pools) {
+    auto [it, first] = seen_.try_emplace(p.name);
+    seen& s = it->second;
+    // Timeouts before the first look cannot be dated: only growth seen since counts.
+    if (!first && p.timeouts > s.timeouts) s.last_timeout = now;
+    s.timeouts = p.timeouts;
+    const bool short_now = p.checked_out >= p.max && p.waiting > 0;
+    if (!short_now) {
+      s.short_since.reset();
+    } else if (!s.short_since) {
+      s.short_since = now;
+    }
+
     std::string problem;
     if (p.closed) {
       problem = "closed";
-    } else if (p.checked_out >= p.max && p.waiting > 0) {
-      problem = "exhausted: " + std::to_string(p.checked_out) + " of " + std::to_string(p.max) +
-                " connections checked out, " + std::to_string(p.waiting) + " waiting";
+    } else if (short_now && now - *s.short_since >= sustain_) {
+      problem =
+          "exhausted: " + std::to_string(p.checked_out) + " of " + std::to_string(p.max) +
+          " connections checked out, " + std::to_string(p.waiting) + " waiting, for " +
+          std::to_string(std::chrono::duration_cast<milliseconds>(now - *s.short_since).count()) +
+          " ms";
+    } else if (s.last_timeout && now - *s.last_timeout <= timeout_memory_) {
+      problem =
+          "exhausted: a borrower timed out waiting for a connection " +
+          std::to_string(std::chrono::duration_cast<milliseconds>(now - *s.last_timeout).count()) +
+          " ms ago (" + std::to_string(p.timeouts) + " timeouts in all)";
     } else if (p.saturated) {
       problem = "saturated: the server refused new connections; backing off";
       if (!p.last_connect_error.empty()) problem += " (" + p.last_connect_error + ")";

@@ -7,6 +7,10 @@
 // timeout plus one round trip; the others never block.
 
 #include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,9 +31,31 @@ struct check_result {
 [[nodiscard]] check_result check_database(pool::pool& lane,
                                           std::chrono::milliseconds acquire_timeout);
 
-// Not ready when any pool is closed, exhausted (every connection lent and borrowers waiting), or
-// saturated (the server refused new connections and the pool is backing off).
-[[nodiscard]] check_result check_pools(const std::vector<pool::pool_stats>& pools);
+// The pools' verdict for /ready. Not ready when a pool is closed, saturated (the server refused
+// new connections and the pool is backing off), or exhausted: every connection lent with
+// borrowers waiting for at least `sustain` (as seen by successive calls), or a borrower timed out
+// in acquire() within the last `timeout_memory`. A queue that forms and drains within a moment is
+// what a pool is for and does not make the node unready (a dashboard's parallel requests on the
+// lane would otherwise flip /ready to 503 and back).
+// Thread-safety: check() is thread-safe.
+class pool_pressure {
+ public:
+  explicit pool_pressure(std::chrono::milliseconds sustain = std::chrono::seconds(2),
+                         std::chrono::milliseconds timeout_memory = std::chrono::seconds(30));
+  [[nodiscard]] check_result check(const std::vector<pool::pool_stats>& pools,
+                                   std::chrono::steady_clock::time_point now);
+
+ private:
+  struct seen {
+    std::uint64_t timeouts = 0;
+    std::optional<std::chrono::steady_clock::time_point> short_since;   // all lent + waiting
+    std::optional<std::chrono::steady_clock::time_point> last_timeout;  // timeouts grew
+  };
+  std::chrono::milliseconds sustain_;
+  std::chrono::milliseconds timeout_memory_;
+  std::mutex mutex_;
+  std::map<std::string, seen> seen_;
+};
 
 // How long the scheduler may go without a check cycle before it counts as stuck: three idle
 // polls, and never less than 10 s.

@@ -190,6 +190,7 @@ struct server::impl {
   server_settings settings;
   app& a;
   pool_history history;
+  pool_pressure pressure;  // /ready's memory of how long pools have been short
   httplib::Server http;
   static_handler static_fn;
   struct route {
@@ -514,7 +515,7 @@ struct server::impl {
 
   void ready(Response& res) {
     std::vector<std::pair<std::string, check_result>> checks;
-    checks.emplace_back("pools", check_pools(all_pool_stats()));
+    checks.emplace_back("pools", pressure.check(all_pool_stats(), steady_clock::now()));
     checks.emplace_back("scheduler",
                         check_scheduler(a.scheduler.status(), a.scheduler.config().idle_poll_max,
                                         steady_clock::now()));

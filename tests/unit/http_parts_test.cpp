@@ -97,32 +97,64 @@ sched::scheduler_status running_scheduler(steady_clock::time_point now, std::chr
 }  // namespace
 
 TEST(HttpReadiness, PoolsVerdicts) {
-  EXPECT_TRUE(http::check_pools({healthy_pool("a"), healthy_pool("b")}).ok);
+  const auto t0 = steady_clock::now();
+  http::pool_pressure pressure(2s, 30s);
+  EXPECT_TRUE(pressure.check({healthy_pool("a"), healthy_pool("b")}, t0).ok);
 
   auto busy = healthy_pool("busy");  // every connection out but nobody waiting: fine
   busy.checked_out = 3;
   busy.checked_in = 0;
-  EXPECT_TRUE(http::check_pools({busy}).ok);
-
-  auto exhausted = busy;
-  exhausted.name = "exhausted";
-  exhausted.waiting = 2;
-  const auto r = http::check_pools({healthy_pool("a"), exhausted});
-  EXPECT_FALSE(r.ok);
-  EXPECT_NE(r.reason.find("pool 'exhausted' is exhausted: 3 of 3"), std::string::npos) << r.reason;
-  EXPECT_EQ(r.detail["pools"]["a"], "ok");
+  EXPECT_TRUE(pressure.check({busy}, t0).ok);
 
   auto saturated = healthy_pool("sat");
   saturated.saturated = true;
   saturated.last_connect_error = "FATAL: sorry, too many clients already";
-  const auto s = http::check_pools({saturated});
+  const auto s = pressure.check({saturated}, t0);
   EXPECT_FALSE(s.ok);
   EXPECT_NE(s.reason.find("saturated"), std::string::npos);
   EXPECT_NE(s.reason.find("too many clients"), std::string::npos);
 
   auto closed = healthy_pool("gone");
   closed.closed = true;
-  EXPECT_NE(http::check_pools({closed}).reason.find("pool 'gone' is closed"), std::string::npos);
+  EXPECT_NE(pressure.check({closed}, t0).reason.find("pool 'gone' is closed"), std::string::npos);
+}
+
+// A queue that forms and drains is normal; one that lasts past `sustain` is not.
+TEST(HttpReadiness, PoolIsExhaustedOnlyWhenTheShortageLasts) {
+  const auto t0 = steady_clock::now();
+  http::pool_pressure pressure(2s, 30s);
+  auto exhausted = healthy_pool("exhausted");
+  exhausted.checked_out = 3;
+  exhausted.checked_in = 0;
+  exhausted.waiting = 2;
+  EXPECT_TRUE(pressure.check({healthy_pool("a"), exhausted}, t0).ok);
+  EXPECT_TRUE(pressure.check({healthy_pool("a"), exhausted}, t0 + 1s).ok);
+  const auto r = pressure.check({healthy_pool("a"), exhausted}, t0 + 2s);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.reason.find("pool 'exhausted' is exhausted: 3 of 3"), std::string::npos) << r.reason;
+  EXPECT_EQ(r.detail["pools"]["a"], "ok");
+
+  // The queue drained: ready again, and a new shortage starts its own clock.
+  auto drained = healthy_pool("exhausted");
+  EXPECT_TRUE(pressure.check({drained}, t0 + 3s).ok);
+  EXPECT_TRUE(pressure.check({exhausted}, t0 + 4s).ok);
+  EXPECT_FALSE(pressure.check({exhausted}, t0 + 6s).ok);
+}
+
+// A borrower that timed out is exhaustion for `timeout_memory`, whatever the pool looks like now;
+// timeouts that happened before the first look are not dated and do not count.
+TEST(HttpReadiness, AcquireTimeoutMakesThePoolExhaustedForAWhile) {
+  const auto t0 = steady_clock::now();
+  http::pool_pressure pressure(2s, 30s);
+  auto p = healthy_pool("platform");
+  p.timeouts = 5;
+  EXPECT_TRUE(pressure.check({p}, t0).ok);
+  p.timeouts = 6;
+  const auto r = pressure.check({p}, t0 + 1s);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.reason.find("timed out"), std::string::npos) << r.reason;
+  EXPECT_FALSE(pressure.check({p}, t0 + 31s).ok);
+  EXPECT_TRUE(pressure.check({p}, t0 + 32s).ok);
 }
 
 TEST(HttpReadiness, SchedulerVerdicts) {
