@@ -26,6 +26,10 @@ list(SORT web_files)
 set(entries "")
 foreach(f IN LISTS web_files)
   get_filename_component(name "${f}" NAME)
+  # Editors' hidden and backup files are not part of the page.
+  if(name MATCHES "^\\.|~$")
+    continue()
+  endif()
   list(APPEND entries "${name}=${f}")
 endforeach()
 list(APPEND entries "chart.min.js=${CHART_JS}")
@@ -71,5 +75,6 @@ std::span<const web_asset> embedded_web_assets() noexcept {
 
 }  // namespace sluice::http::detail
 ")
-file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
-file(REMOVE "${OUTPUT}.tmp")
+# Replaced even when unchanged, so the output is newer than its inputs and make does not run this
+# again on every build (ccache makes the recompile of identical content cheap).
+file(RENAME "${OUTPUT}.tmp" "${OUTPUT}")

@@ -699,10 +699,8 @@
     const id = d.id;
     try {
       const before = d.runCursors[d.runIndex];
-      const [task, runs] = await Promise.all([
-        api(`/api/v1/tasks/${id}`),
-        api(`/api/v1/tasks/${id}/runs?limit=${RUN_PAGE}${before ? `&before=${before}` : ''}`),
-      ]);
+      const task = await api(`/api/v1/tasks/${id}`);
+      const runs = await api(`/api/v1/tasks/${id}/runs?limit=${RUN_PAGE}${before ? `&before=${before}` : ''}`);
       if (d.id !== id) return;
       d.task = task;
       d.runNext = runs.next;
@@ -835,7 +833,8 @@
         const updated = await api(`/api/v1/tasks/${t.id}/${action}`, { method: 'POST', token });
         storeToken(token);
         setMessage(`Done: task is now ${updated.state}.`, 'ok');
-        await Promise.all([loadDetail(), refresh()]);
+        await refresh();
+        await loadDetail();
         return;
       } catch (e) {
         if (e.status === 401) {
@@ -874,10 +873,8 @@
   async function loadCycles() {
     const page = view.cyclePage;
     const before = page.cursors[page.index];
-    const [chart, table] = await Promise.all([
-      api(`/api/v1/cycles?limit=${CYCLE_CHART_LIMIT}`),
-      before ? api(`/api/v1/cycles?limit=${CYCLE_PAGE}&before=${before}`) : null,
-    ]);
+    const chart = await api(`/api/v1/cycles?limit=${CYCLE_CHART_LIMIT}`);
+    const table = before ? await api(`/api/v1/cycles?limit=${CYCLE_PAGE}&before=${before}`) : null;
     view.cycles = chart.cycles;
     const items = table ? table.cycles : chart.cycles.slice(0, CYCLE_PAGE);
     page.next = table ? table.next : (chart.cycles.length > CYCLE_PAGE ? chart.cycles[CYCLE_PAGE - 1].id : chart.next);
@@ -895,11 +892,9 @@
   }
 
   async function loadAttention() {
-    const [failed, paused, retrying] = await Promise.all([
-      api(`/api/v1/tasks?state=failed&limit=${ATTENTION_LIMIT}`),
-      api(`/api/v1/tasks?state=paused&limit=${ATTENTION_LIMIT}`),
-      api(`/api/v1/tasks?state=retryable&limit=${ATTENTION_LIMIT}`),
-    ]);
+    const failed = await api(`/api/v1/tasks?state=failed&limit=${ATTENTION_LIMIT}`);
+    const paused = await api(`/api/v1/tasks?state=paused&limit=${ATTENTION_LIMIT}`);
+    const retrying = await api(`/api/v1/tasks?state=retryable&limit=${ATTENTION_LIMIT}`);
     view.attention = failed.tasks
       .concat(paused.tasks.filter((t) => t.consecutive_failures > 0))
       .concat(retrying.tasks);
@@ -920,20 +915,25 @@
           errors.push(`${name}: ${e.message}`);
         }
       };
-      await Promise.all([
+      // Every request that reads the database borrows a connection of the scheduler's small
+      // lane pool. They go one after the other, so a page never holds more than one, and
+      // /ready goes first, alone: otherwise it would see the page's own requests waiting for
+      // the lane and report the pool exhausted.
+      await part('readiness', async () => { view.ready = await api('/ready'); });
+      await Promise.all([  // from memory
         part('health', async () => { view.health = await api('/health'); }),
-        part('readiness', async () => { view.ready = await api('/ready'); }),
-        part('scheduler', async () => { view.scheduler = await api('/api/v1/scheduler'); }),
         part('pools', async () => { view.pools = await api('/api/v1/pools'); }),
         part('pool history', loadHistory),
-        part('attention', loadAttention),
       ]);
+      await part('scheduler', async () => { view.scheduler = await api('/api/v1/scheduler'); });
+      await part('attention', loadAttention);
       view.lastError = errors.length ? errors[0] : null;
       if (errors.length && errors.some((e) => e.startsWith('scheduler'))) view.scheduler = null;
       renderOverview();
       renderPools();
       renderAttention();
-      await Promise.all([part('cycles', loadCycles), part('tasks', loadTasks)]);
+      await part('cycles', loadCycles);
+      await part('tasks', loadTasks);
       if ($('#task-dialog').open) await loadDetail();
       showBanner(errors.length ? `Some data could not be loaded: ${errors.join('; ')}` : '');
       $('#updated').textContent = `updated ${fmtClock(Date.now())}`;
