@@ -145,6 +145,16 @@ class counting_connector final : public pool::connector {
   bool reset(pg::connection& c, std::uint64_t id, pool::reset_mode mode) override {
     return inner_->reset(c, id, mode);
   }
+  // The pool calls these (bounded by the borrower's time left); forward them so the libpq
+  // connector's deadlines apply.
+  bool ping_within(pg::connection& c, std::uint64_t id, std::chrono::milliseconds budget) override {
+    pings_.fetch_add(1, std::memory_order_relaxed);
+    return inner_->ping_within(c, id, budget);
+  }
+  bool reset_within(pg::connection& c, std::uint64_t id, pool::reset_mode mode,
+                    std::chrono::milliseconds budget) override {
+    return inner_->reset_within(c, id, mode, budget);
+  }
   [[nodiscard]] std::uint64_t pings() const noexcept { return pings_.load(); }
 
  private:

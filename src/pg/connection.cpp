@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -171,6 +172,20 @@ std::string connect_failure(PGconn* c, const std::string& password_hint) {
   return message.empty() ? std::string("unknown error") : message;
 }
 
+// The `options` libpq would send when the conninfo names none: PGOPTIONS, or the options of
+// the service PGSERVICE names. (A service named inside the conninfo is not looked up here:
+// options set only in its service file are replaced when statement_timeout is added.)
+std::string default_startup_options() {
+  PQconninfoOption* defaults = PQconndefaults();
+  if (defaults == nullptr) throw std::bad_alloc();
+  std::string value;
+  for (const PQconninfoOption* o = defaults; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr && std::strcmp(o->keyword, "options") == 0) value = o->val;
+  }
+  PQconninfoFree(defaults);
+  return value;
+}
+
 }  // namespace
 
 std::string_view to_string(transaction_status s) noexcept {
@@ -251,7 +266,11 @@ void connection::close() noexcept {
 
 connection connection::open(const connect_options& options) {
   const std::string& conninfo = options.conninfo;
+  if (options.statement_timeout && options.statement_timeout->count() < 0) {
+    throw std::invalid_argument("statement timeout must not be negative");
+  }
   std::string password_hint;
+  std::optional<std::string> conninfo_options;  // the conninfo's own `options`, when it has one
   if (looks_like_connection_string(conninfo)) {
     // Parse first: a malformed string gets a message of its own instead of a misleading
     // "could not connect", and we learn the password to keep out of later messages.
@@ -266,9 +285,21 @@ connection connection::open(const connect_options& options) {
       throw connection_error("invalid connection string: " + scrub_quoted(libpq_message, redacted));
     }
     for (const PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
-      if (o->val != nullptr && std::strcmp(o->keyword, "password") == 0) password_hint = o->val;
+      if (o->val == nullptr) continue;
+      if (std::strcmp(o->keyword, "password") == 0) password_hint = o->val;
+      if (std::strcmp(o->keyword, "options") == 0) conninfo_options = o->val;
     }
     PQconninfoFree(parsed);
+  }
+  // statement_timeout goes into the startup packet rather than a SET after connecting: a
+  // startup option is the session's default, so RESET ALL and DISCARD ALL (a pool's
+  // reset_on_return) return to it; a SET they would undo. It is appended to the options the
+  // connection would otherwise get, which it would replace: a later `options` keyword wins whole.
+  std::string startup_options;
+  if (options.statement_timeout) {
+    startup_options = conninfo_options ? *conninfo_options : default_startup_options();
+    if (!startup_options.empty()) startup_options += ' ';
+    startup_options += "-c statement_timeout=" + std::to_string(options.statement_timeout->count());
   }
 
   // Keywords are applied in order, the last one winning. The defaults come before the
@@ -293,6 +324,7 @@ connection connection::open(const connect_options& options) {
   }
   if (!conninfo.empty()) add("dbname", conninfo.c_str());
   if (!options.keepalives) add("keepalives", "0");
+  if (!startup_options.empty()) add("options", startup_options.c_str());
   // Not what enforces the deadline (PQconnectPoll ignores it; the loop below does), but it
   // keeps PQconninfo() truthful and bounds a later PQreset().
   add("connect_timeout", timeout_s.c_str());
@@ -341,9 +373,7 @@ connection connection::open(const connect_options& options) {
   }
   PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
 
-  connection conn(c.release());
-  if (options.statement_timeout) conn.set_statement_timeout(*options.statement_timeout);
-  return conn;
+  return connection(c.release());
 }
 
 // ---- connection: state ----
@@ -382,13 +412,20 @@ int connection::socket() const noexcept {
 }
 
 bool connection::ping() noexcept {
+  return ping(steady_clock::time_point::max());
+}
+
+bool connection::ping(steady_clock::time_point deadline) noexcept {
   if (conn_ == nullptr || poisoned()) return false;
   // An empty query is answered even inside a failed transaction, and costs the server
   // nothing but a round trip.
-  PGresult* res = PQexec(conn_, "");
-  const bool ok = res != nullptr && PQresultStatus(res) == PGRES_EMPTY_QUERY &&
-                  PQstatus(conn_) == CONNECTION_OK;
-  PQclear(res);
+  bool ok = false;
+  try {
+    const result res = exec_until("", deadline);
+    ok = PQresultStatus(res.native()) == PGRES_EMPTY_QUERY && PQstatus(conn_) == CONNECTION_OK;
+  } catch (...) {
+    ok = false;  // no answer in time, a lost connection, or no memory for the result
+  }
   if (!ok) poisoned_ = true;
   return ok;
 }
@@ -399,7 +436,7 @@ void connection::require_connection() const {
 
 // ---- connection: statements ----
 
-result connection::check(pg_result* res, std::string_view sql) {
+result connection::check(pg_result* res, std::string_view sql, bool flush_pending) {
   result owned(res, std::string(sql));
   if (res == nullptr) {
     // libpq returns no result when it could not even send the statement.
@@ -415,7 +452,7 @@ result connection::check(pg_result* res, std::string_view sql) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
     case PGRES_EMPTY_QUERY:
-      flush_deallocations();
+      if (flush_pending) flush_deallocations();
       return owned;
     case PGRES_COPY_IN:
     case PGRES_COPY_OUT:
@@ -463,6 +500,69 @@ result connection::exec(std::string_view sql, const param_list& params) {
   return check(PQexecParams(conn_, text.c_str(), params.size(), params.types(), params.values(),
                             params.lengths(), params.formats(), /*resultFormat=*/0),
                sql);
+}
+
+result connection::exec_until(std::string_view sql, steady_clock::time_point deadline) {
+  require_connection();
+  const std::string text(sql);
+  // No flush of pending DEALLOCATEs: they use blocking calls, and would not keep the deadline.
+  return check(send_and_await(text, deadline), sql, /*flush_pending=*/false);
+}
+
+pg_result* connection::send_and_await(const std::string& sql, steady_clock::time_point deadline) {
+  auto lost = [&](const std::string& why) {
+    poisoned_ = true;
+    return connection_error("connection " + description_ + " lost: " + why);
+  };
+  // Non-blocking mode, so that neither sending nor closing the connection later can block on
+  // a full socket buffer; results are only read once PQisBusy() says they are complete.
+  if (PQsetnonblocking(conn_, 1) != 0 || PQsendQuery(conn_, sql.c_str()) == 0) {
+    throw lost(one_line(PQerrorMessage(conn_)));
+  }
+  const int fd = PQsocket(conn_);
+  auto await = [&](short events) {
+    std::string poll_error;
+    switch (wait_socket(fd, events, deadline, &poll_error)) {
+      case wait_result::ready:
+        break;
+      case wait_result::timed_out:
+        // The statement is still on its way or running: the session's state is unknown.
+        // The connection stays non-blocking, so that closing it cannot block.
+        poisoned_ = true;
+        throw connection_error("connection " + description_ +
+                               ": no answer from the server in time" +
+                               (sql.empty() ? std::string(" (ping)") : " [query: " + sql + "]"));
+      case wait_result::failed:
+        throw lost(poll_error);
+    }
+    if (PQconsumeInput(conn_) == 0) throw lost(one_line(PQerrorMessage(conn_)));
+  };
+  for (;;) {
+    const int flushed = PQflush(conn_);
+    if (flushed == 0) break;
+    if (flushed < 0) throw lost(one_line(PQerrorMessage(conn_)));
+    // Reading too while the query is sent keeps both sides' buffers moving (libpq does the same).
+    await(POLLOUT | POLLIN);
+  }
+  // As PQexec: the last result wins, except that an error is kept; stop at COPY, which check()
+  // refuses.
+  std::unique_ptr<PGresult, decltype(&PQclear)> kept(nullptr, &PQclear);
+  for (;;) {
+    while (PQisBusy(conn_) != 0)
+      await(POLLIN);
+    PGresult* next = PQgetResult(conn_);
+    if (next == nullptr) break;
+    const ExecStatusType status = PQresultStatus(next);
+    if (kept && PQresultStatus(kept.get()) == PGRES_FATAL_ERROR) {
+      PQclear(next);
+    } else {
+      kept.reset(next);
+    }
+    if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH) break;
+  }
+  // The rest of this class uses blocking calls. Switching back flushes nothing (all was sent).
+  if (PQsetnonblocking(conn_, 0) != 0) poisoned_ = true;
+  return kept.release();
 }
 
 void connection::prepare(const std::string& name, std::string_view sql) {

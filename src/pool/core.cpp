@@ -63,6 +63,7 @@ core::core(settings s, std::shared_ptr<connector> conn, clock_fn clock)
       connector_(std::move(conn)),
       clock_(std::move(clock)),
       capacity_(settings_.max_connections()),
+      reset_budget_(std::max(settings_.timeout, min_round_trip_budget)),
       slots_(std::make_unique<slot[]>(static_cast<std::size_t>(capacity_))),
       tick_ns_(coarse_now_ns()) {
   for (int i = 0; i < capacity_; ++i)
@@ -133,8 +134,16 @@ lease core::acquire(milliseconds timeout, const std::source_location& where) {
       if (!deadline) deadline = steady_clock::now() + timeout;
       s = wait_for_slot(*deadline, timeout);  // counted as checked out by whoever handed it over
     }
-    const std::int64_t now = now_ns();
-    if (fit_to_lend(s, now)) {
+    std::int64_t now = now_ns();
+    fitness f = fitness_of(s, now);
+    if (f == fitness::needs_ping) {
+      // Off the fast path: the deadline is computed here if the borrower has not waited.
+      if (!deadline) deadline = steady_clock::now() + timeout;
+      f = ping_before_lending(s, *deadline);
+      // The lease starts after the ping: the ping's time is the pool's, not the borrower's.
+      now = now_ns();
+    }
+    if (f == fitness::fit) {
       lend(s, where, now);
       refs_.fetch_add(2, std::memory_order_relaxed);
       return lease(this, s);
@@ -145,31 +154,45 @@ lease core::acquire(milliseconds timeout, const std::source_location& where) {
   }
 }
 
-bool core::fit_to_lend(slot* s, std::int64_t now) {
+core::fitness core::fitness_of(const slot* s, std::int64_t now) noexcept {
   if (s->expires_ns != 0 && now >= s->expires_ns) {
     recycles_.fetch_add(1, std::memory_order_relaxed);
-    return false;
+    return fitness::unfit;
   }
   if (settings_.pre_ping) {
     const std::int64_t returned = s->last_returned_ns.load(std::memory_order_relaxed);
     const bool stale = now - returned > to_ns(settings_.pre_ping_window) ||
                        returned < ping_all_before_ns_.load(std::memory_order_relaxed);
-    if (stale && !connector_->ping(s->conn, s->id)) {
-      pings_failed_.fetch_add(1, std::memory_order_relaxed);
-      invalidations_.fetch_add(1, std::memory_order_relaxed);
-      // One dead connection usually means the server restarted or killed backends: check every
-      // idle connection before lending it, as SQLAlchemy does after a disconnect.
-      ping_all_before_ns_.store(now + 1, std::memory_order_relaxed);
-      return false;
-    }
+    if (stale) return fitness::needs_ping;
   }
-  return true;
+  return fitness::fit;
+}
+
+core::fitness core::ping_before_lending(slot* s, steady_clock::time_point deadline) {
+  // The ping gets what is left of the borrower's timeout: acquire() keeps its promise even when
+  // the backend behind an idle connection stopped answering (frozen, partitioned).
+  const auto budget = std::max(std::chrono::ceil<milliseconds>(deadline - steady_clock::now()),
+                               min_round_trip_budget);
+  bool alive = false;
+  try {
+    alive = connector_->ping_within(s->conn, s->id, budget);
+  } catch (...) {
+    alive = false;  // a connector that throws has not shown the connection to be alive
+  }
+  if (alive) return fitness::fit;
+  pings_failed_.fetch_add(1, std::memory_order_relaxed);
+  invalidations_.fetch_add(1, std::memory_order_relaxed);
+  // One dead connection usually means the server restarted or killed backends: check every
+  // idle connection before lending it, as SQLAlchemy does after a disconnect.
+  ping_all_before_ns_.store(now_ns() + 1, std::memory_order_relaxed);
+  return fitness::unfit;
 }
 
 void core::lend(slot* s, const std::source_location& where, std::int64_t now) noexcept {
   s->checkouts.store(s->checkouts.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   if (settings_.leak_threshold.count() > 0) {
-    s->lease_start_ns.store(now, std::memory_order_relaxed);
+    // 0 means "no lease out"; an injected clock could really read 0.
+    s->lease_start_ns.store(now != 0 ? now : 1, std::memory_order_relaxed);
     s->borrower.store(where, std::memory_order_relaxed);
     s->leak_reported.store(false, std::memory_order_relaxed);
   }
@@ -178,7 +201,6 @@ void core::lend(slot* s, const std::source_location& where, std::int64_t now) no
 slot* core::wait_for_slot(steady_clock::time_point deadline, milliseconds timeout) {
   const auto started = deadline - timeout;
   waiter w;
-  w.since = started;
   std::unique_lock lock(mutex_);
   waiters_.push_back(&w);
   waiting_.fetch_add(1, std::memory_order_seq_cst);
@@ -194,12 +216,18 @@ slot* core::wait_for_slot(steady_clock::time_point deadline, milliseconds timeou
     return s;
   }
   connector_cv_.notify_one();
+  // A waiter first sleeps until it is handoff_after old, then marks itself due for a direct
+  // hand-off, so that release() can tell without reading a clock. (A waiter served sooner
+  // never makes that extra wake-up.)
+  const auto handoff_at = started + handoff_after;
   while (w.handed == nullptr) {
     if (closed_.load(std::memory_order_acquire)) {
       leave_queue();
       throw pool_closed("pool '" + settings_.name + "' closed while waiting for a connection");
     }
-    const bool timed_out = w.cv.wait_until(lock, deadline) == std::cv_status::timeout;
+    const bool until_handoff = !w.handoff_due && handoff_at < deadline;
+    const bool timed_out =
+        w.cv.wait_until(lock, until_handoff ? handoff_at : deadline) == std::cv_status::timeout;
     if (w.handed != nullptr) break;
     // Woken by a release that published its connection instead of handing it over: compete.
     if (slot* s = try_take_idle()) {
@@ -207,6 +235,10 @@ slot* core::wait_for_slot(steady_clock::time_point deadline, milliseconds timeou
       note_peak(checked_out_.fetch_add(1, std::memory_order_relaxed) + 1);
       record_wait_locked(steady_clock::now() - started);
       return s;
+    }
+    if (timed_out && until_handoff) {
+      w.handoff_due = true;
+      continue;
     }
     if (timed_out) {
       leave_queue();
@@ -261,10 +293,15 @@ void core::wake_head_waiter() noexcept {
 }
 
 void core::release(slot* s, bool invalid) noexcept {
+  // The lease ends here: whatever happens to the connection next (reset, hand-off, close) is
+  // the pool's time, not the borrower's, and must not count towards a leak report.
+  if (settings_.leak_threshold.count() > 0) s->lease_start_ns.store(0, std::memory_order_relaxed);
   bool keep = !invalid && !closed_.load(std::memory_order_acquire);
   if (keep) {
     try {
-      keep = connector_->reset(s->conn, s->id, settings_.reset_on_return);
+      // No borrower waits longer than `timeout` for a connection: one whose reset takes
+      // longer is worth nothing to them.
+      keep = connector_->reset_within(s->conn, s->id, settings_.reset_on_return, reset_budget_);
     } catch (...) {
       keep = false;
     }
@@ -289,7 +326,7 @@ void core::release(slot* s, bool invalid) noexcept {
     const std::scoped_lock lock(mutex_);
     if (!waiters_.empty()) {
       waiters_present = true;
-      if (steady_clock::now() - waiters_.front()->since >= handoff_after) {
+      if (waiters_.front()->handoff_due) {
         hand_off_locked(s);
         return;
       }
@@ -460,7 +497,9 @@ void core::housekeep_once() {
     slot& s = slots_[static_cast<std::size_t>(i)];
     const int state = s.state.load(std::memory_order_acquire);
     if (state == slot::in_use && leak_limit > 0) {
-      const std::int64_t held = now - s.lease_start_ns.load(std::memory_order_relaxed);
+      const std::int64_t started = s.lease_start_ns.load(std::memory_order_relaxed);
+      if (started == 0) continue;  // between owners: no lease is out
+      const std::int64_t held = now - started;
       if (held > leak_limit && !s.leak_reported.exchange(true)) {
         leaks_.fetch_add(1, std::memory_order_relaxed);
         const std::source_location where = s.borrower.load(std::memory_order_relaxed);
@@ -529,23 +568,30 @@ pool_stats core::stats() const {
 
   const std::scoped_lock lock(mutex_);
   st.last_connect_error = last_connect_error_;
-  // Borrowers served without waiting never took the lock: they count as zero waits.
-  std::array<std::uint64_t, 16> buckets = wait_buckets_;
-  const std::uint64_t fast = checkouts > slow_checkouts_ ? checkouts - slow_checkouts_ : 0;
-  buckets[0] += fast;
-  std::uint64_t total = 0;
-  for (std::size_t b = 0; b < buckets.size(); ++b) {
-    st.wait_bucket_counts[b] = buckets[b];
-    total += buckets[b];
+  // Borrowers served without waiting never took the lock: they count as zero waits. (The
+  // recorded waits include acquire() calls that timed out, which lent nothing; timeouts_ only
+  // changes under the mutex, like slow_checkouts_.)
+  const std::uint64_t timed_out = timeouts_.load(std::memory_order_relaxed);
+  const std::uint64_t waited_and_served =
+      slow_checkouts_ > timed_out ? slow_checkouts_ - timed_out : 0;
+  const std::uint64_t fast = checkouts > waited_and_served ? checkouts - waited_and_served : 0;
+  std::uint64_t total = fast;
+  for (std::size_t b = 0; b < wait_buckets_.size(); ++b) {
+    // In the exported histogram they belong to the first bucket (waits <= 0.05 ms).
+    st.wait_bucket_counts[b] = wait_buckets_[b] + (b == 0 ? fast : 0);
+    total += wait_buckets_[b];
   }
   st.wait_sum_ms = wait_sum_ms_;
   st.wait_max_ms = wait_max_ms_;
   auto percentile = [&](double q) {
     if (total == 0) return 0.0;
     const double rank = q * static_cast<double>(total);
-    double seen = 0;
-    for (std::size_t b = 0; b < buckets.size(); ++b) {
-      const double count = static_cast<double>(buckets[b]);
+    // The zero waits are exactly zero: interpolating them across the first bucket would report
+    // a wait (up to 0.05 ms) when most borrowers never waited at all.
+    if (rank <= static_cast<double>(fast)) return 0.0;
+    double seen = static_cast<double>(fast);
+    for (std::size_t b = 0; b < wait_buckets_.size(); ++b) {
+      const double count = static_cast<double>(wait_buckets_[b]);
       if (count > 0 && seen + count >= rank) {
         // Interpolate inside the bucket; no wait exceeded the recorded maximum.
         const double hi = std::min(wait_bucket_bounds_ms[b], wait_max_ms_);
@@ -592,11 +638,13 @@ int core::close(milliseconds grace) {
 
 void core::drop_owner(core* c) noexcept {
   c->close(milliseconds(0));
-  if (c->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete c;  // NOLINT(cppcoreguidelines-owning-memory)
+  if (c->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    delete c;  // NOLINT(cppcoreguidelines-owning-memory)
 }
 
 void core::drop_lease(core* c) noexcept {
-  if (c->refs_.fetch_sub(2, std::memory_order_acq_rel) == 2) delete c;  // NOLINT(cppcoreguidelines-owning-memory)
+  if (c->refs_.fetch_sub(2, std::memory_order_acq_rel) == 2)
+    delete c;  // NOLINT(cppcoreguidelines-owning-memory)
 }
 
 }  // namespace detail
@@ -647,7 +695,9 @@ pool::pool(settings s, std::shared_ptr<connector> conn,
   core_ = owned.release();  // from here on owned through refs_ (see detail::core)
 }
 
-pool::~pool() { detail::core::drop_owner(core_); }
+pool::~pool() {
+  detail::core::drop_owner(core_);
+}
 
 lease pool::acquire(std::source_location where) {
   return core_->acquire(core_->config().timeout, where);

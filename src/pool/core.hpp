@@ -44,6 +44,9 @@ struct alignas(64) slot {
   std::uint32_t index = 0;
   // Read by the housekeeper and stats() while another thread owns the slot.
   std::atomic<std::int64_t> last_returned_ns{0};
+  // When the borrower got the connection (set by lend(), after any pre-ping); 0 while no lease
+  // is out: idle, and also in_use between owners (pre-ping, reset, a hand-off not yet picked
+  // up). Only kept when leak_threshold is on; leak reports look at nothing else.
   std::atomic<std::int64_t> lease_start_ns{0};
   std::atomic<std::source_location> borrower{std::source_location{}};
   std::atomic<bool> leak_reported{false};
@@ -75,19 +78,28 @@ class core {
   const settings& config() const noexcept { return settings_; }
 
  private:
-  struct waiter {
+  struct waiter {  // every field guarded by mutex_
     std::condition_variable cv;
     slot* handed = nullptr;
-    std::chrono::steady_clock::time_point since;
+    bool handoff_due = false;  // has waited handoff_after: gets returned connections directly
   };
   // A waiter older than this gets returned connections handed over directly (strict FIFO).
   static constexpr std::chrono::milliseconds handoff_after{1};
+  // The least time a pre-ping or a reset is given, even when the borrower's timeout leaves
+  // less: without it, a borrower served just before its deadline (or a pool with timeout 0)
+  // would discard healthy connections for want of time for one round trip.
+  static constexpr std::chrono::milliseconds min_round_trip_budget{100};
 
   std::int64_t now_ns() const;
   slot* try_take_idle() noexcept;
   slot* wait_for_slot(std::chrono::steady_clock::time_point deadline,
                       std::chrono::milliseconds timeout);
-  bool fit_to_lend(slot* s, std::int64_t now);
+  enum class fitness { fit, unfit, needs_ping };
+  // Whether `s` may be lent as it is (no clock read, no round trip): unfit when it has expired,
+  // needs_ping when pre_ping is on and it has been idle too long.
+  fitness fitness_of(const slot* s, std::int64_t now) noexcept;
+  // Pings `s` within what is left until the borrower's `deadline`: fit or unfit (dead).
+  fitness ping_before_lending(slot* s, std::chrono::steady_clock::time_point deadline);
   void lend(slot* s, const std::source_location& where, std::int64_t now) noexcept;
   void hand_off_locked(slot* s) noexcept;
   void wake_head_waiter() noexcept;
@@ -104,6 +116,9 @@ class core {
   const std::shared_ptr<connector> connector_;
   const clock_fn clock_;
   const int capacity_;
+  // What a reset on return is given: `timeout` (no borrower waits longer), at least
+  // min_round_trip_budget.
+  const std::chrono::milliseconds reset_budget_;
   std::unique_ptr<slot[]> slots_;
   alignas(64) std::atomic<std::int64_t> tick_ns_;  // coarse monotonic time, kept by the housekeeper
 

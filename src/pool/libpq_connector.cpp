@@ -1,11 +1,27 @@
 // The default connector: opens libpq connections with the pool's settings, pings with an empty
-// statement, and resets a returned connection according to reset_on_return.
+// statement, and resets a returned connection according to reset_on_return. Pings and resets
+// sent for the pool have a deadline, so a backend that stopped answering (frozen, or behind a
+// partitioned network) costs a borrower no more than its acquire timeout.
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
 
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/pool.hpp"
 
 namespace sluice::pool {
 namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+steady_clock::time_point deadline_in(milliseconds budget) {
+  // Keeps the arithmetic in range for a budget meaning "practically forever".
+  constexpr auto ten_years =
+      std::chrono::duration_cast<milliseconds>(std::chrono::hours(24 * 3650));
+  return steady_clock::now() + std::clamp(budget, milliseconds::zero(), ten_years);
+}
 
 class libpq_connector final : public connector {
  public:
@@ -22,22 +38,47 @@ class libpq_connector final : public connector {
 
   bool ping(pg::connection& c, std::uint64_t /*id*/) override { return c.ping(); }
 
+  bool ping_within(pg::connection& c, std::uint64_t /*id*/, milliseconds budget) override {
+    return c.ping(deadline_in(budget));
+  }
+
   bool reset(pg::connection& c, std::uint64_t /*id*/, reset_mode mode) override {
+    return reset_impl(c, mode, std::nullopt);
+  }
+
+  bool reset_within(pg::connection& c, std::uint64_t /*id*/, reset_mode mode,
+                    milliseconds budget) override {
+    return reset_impl(c, mode, budget);
+  }
+
+ private:
+  // Without a budget, statements run with blocking calls (no time limit).
+  static bool reset_impl(pg::connection& c, reset_mode mode, std::optional<milliseconds> budget) {
     if (c.poisoned()) return false;
+    // The clock is read only when a statement is needed: most returns need none.
+    std::optional<steady_clock::time_point> deadline;
+    auto run = [&](const char* sql) {
+      if (!budget) {
+        c.exec(sql);
+        return;
+      }
+      if (!deadline) deadline = deadline_in(*budget);
+      c.exec_until(sql, *deadline);
+    };
     switch (c.tx_status()) {
       case pg::transaction_status::idle:
         break;
       case pg::transaction_status::in_transaction:
       case pg::transaction_status::in_error:
         if (mode == reset_mode::none) return false;
-        c.exec("ROLLBACK");
+        run("ROLLBACK");
         break;
       case pg::transaction_status::active:  // a result was never read: not worth rescuing
       case pg::transaction_status::unknown:
         return false;
     }
     if (mode == reset_mode::discard_all) {
-      c.exec("DISCARD ALL");
+      run("DISCARD ALL");
       c.forget_statement_cache();
     }
     return c.tx_status() == pg::transaction_status::idle && !c.poisoned();

@@ -507,10 +507,6 @@ pool::settings frozen_test_settings(const test::temp_cluster& cluster, const std
 // acquire() promises to wait at most `timeout`. The pre-ping of an idle connection whose
 // backend no longer answers must not hold the borrower longer than that.
 TEST_F(PoolServer, FrozenBackendDoesNotHoldABorrowerPastTheTimeout) {
-  // KNOWN BUG, reported to the lead, not yet fixed: the pre-ping (connector::ping ->
-  // pg::connection::ping -> PQexec("")) has no time limit, so acquire() blocks until the
-  // backend answers, however long after `timeout` that is. Delete this skip once fixed.
-  GTEST_SKIP() << "known bug: a pre-ping of a frozen backend blocks acquire() past its timeout";
   test::temp_cluster cluster;
   log_capture logs;
   pool::settings s = frozen_test_settings(cluster, "frozen-ping");
@@ -544,17 +540,41 @@ TEST_F(PoolServer, FrozenBackendDoesNotHoldABorrowerPastTheTimeout) {
   EXPECT_LT(borrow.took(), 2s) << outcome;
 }
 
+// Returning a connection resets it (here a ROLLBACK of the transaction the borrower left open).
+// When its backend does not answer, the returning borrower is let go after `timeout`, the
+// connection is discarded, and the pool carries on with a new one.
+TEST_F(PoolServer, FrozenBackendDoesNotHoldAReturningBorrower) {
+  test::temp_cluster cluster;
+  log_capture logs;
+  pool::settings s = frozen_test_settings(cluster, "frozen-reset");
+  s.timeout = 1s;
+  pool::pool p(s);
+
+  pool::lease lease = p.acquire();
+  const int pid = lease->backend_pid();
+  const std::uint64_t first = lease.connection_id();
+  lease->exec("BEGIN");
+  frozen_backend frozen(pid);
+  watched_call give_back([&] { lease.release(); });
+  const bool returned_in_time = give_back.finished_within(3s);
+  frozen.thaw();
+  give_back.join();
+  EXPECT_TRUE(returned_in_time) << "the ROLLBACK of a frozen backend's transaction was still "
+                                   "blocking the lease's return after 3 s";
+  EXPECT_GE(give_back.took(), 900ms) << "the reset was given less than the pool's timeout";
+  EXPECT_LT(give_back.took(), 2s);
+  EXPECT_EQ(p.stats().invalidations, 1U);
+  EXPECT_EQ(p.stats().checked_out, 0);
+
+  pool::lease next = p.acquire();
+  EXPECT_NE(next.connection_id(), first);
+  EXPECT_EQ(next->exec("SELECT 1").one<int>(), 1);
+}
+
 // A leak report must be about a lease that is out. A connection that is between owners (here,
 // stuck in a borrower's pre-ping) must not be reported as leaked by its previous borrower, whose
 // lease ended long ago.
 TEST_F(PoolServer, LeakReportNamesOnlyLeasesThatAreOut) {
-  // KNOWN BUG, reported to the lead, not yet fixed: the housekeeper reports every in_use slot
-  // whose lease_start_ns is older than leak_threshold, but lease_start_ns and borrower are only
-  // set by lend(), after the pre-ping; while a borrower pre-pings (or a handed-off connection
-  // waits for its waiter to wake), the slot still carries the previous lease's start and call
-  // site. Delete this skip once fixed.
-  GTEST_SKIP() << "known bug: a connection between owners is reported as leaked by its "
-                  "previous borrower";
   test::temp_cluster cluster;
   log_capture logs;
   pool::settings s = frozen_test_settings(cluster, "leak-between");

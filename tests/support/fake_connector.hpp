@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <string>
@@ -42,6 +43,26 @@ class fake_connector final : public pool::connector {
     return !is_dead(id);
   }
 
+  // A frozen connection's server answers nothing until thawed: the call waits for the thaw or
+  // for its budget to run out, and then counts as dead.
+  bool ping_within(pg::connection& c, std::uint64_t id, std::chrono::milliseconds budget) override {
+    last_ping_budget_ms.store(budget.count());
+    if (!answers_within(id, budget)) {
+      pings.fetch_add(1);
+      return false;
+    }
+    return ping(c, id);
+  }
+  bool reset_within(pg::connection& c, std::uint64_t id, pool::reset_mode mode,
+                    std::chrono::milliseconds budget) override {
+    last_reset_budget_ms.store(budget.count(), std::memory_order_relaxed);
+    if (!answers_within(id, budget)) {
+      resets.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    return reset(c, id, mode);
+  }
+
   // The server side of `id` went away: pings fail, a return still looks fine.
   void kill(std::uint64_t id) {
     const std::scoped_lock lock(mutex_);
@@ -55,6 +76,24 @@ class fake_connector final : public pool::connector {
     broken_.insert(id);
     any_broken_.store(true);
   }
+  // `id`'s server stops answering (like a SIGSTOPped backend) until thaw(id).
+  void freeze(std::uint64_t id) {
+    const std::scoped_lock lock(mutex_);
+    frozen_.insert(id);
+    any_frozen_.store(true);
+  }
+  void thaw(std::uint64_t id) {
+    {
+      const std::scoped_lock lock(mutex_);
+      frozen_.erase(id);
+    }
+    thawed_.notify_all();
+  }
+  // Calls waiting on a frozen connection right now.
+  int stuck_calls() {
+    const std::scoped_lock lock(mutex_);
+    return stuck_;
+  }
   void refuse_next(int n, std::string sqlstate = "53300") {
     const std::scoped_lock lock(mutex_);
     refuse_connects = n;
@@ -65,9 +104,21 @@ class fake_connector final : public pool::connector {
   std::atomic<int> connects{0};
   std::atomic<int> pings{0};
   std::atomic<std::uint64_t> resets{0};
+  std::atomic<std::int64_t> last_ping_budget_ms{-1};   // -1: no ping_within yet
+  std::atomic<std::int64_t> last_reset_budget_ms{-1};  // -1: no reset_within yet
   std::chrono::milliseconds connect_delay{0};
 
  private:
+  // False when `id` is frozen and stays so for `budget`.
+  bool answers_within(std::uint64_t id, std::chrono::milliseconds budget) {
+    if (!any_frozen_.load(std::memory_order_relaxed)) return true;
+    std::unique_lock lock(mutex_);
+    ++stuck_;
+    const bool thawed = thawed_.wait_for(lock, budget, [&] { return !frozen_.contains(id); });
+    --stuck_;
+    return thawed;
+  }
+
   bool is_dead(std::uint64_t id) {
     if (!any_dead_.load(std::memory_order_relaxed) && !any_broken_.load(std::memory_order_relaxed))
       return false;
@@ -79,10 +130,14 @@ class fake_connector final : public pool::connector {
   std::set<std::uint64_t> opened;   // guarded by mutex_
   std::set<std::uint64_t> dead_;    // guarded by mutex_
   std::set<std::uint64_t> broken_;  // guarded by mutex_
+  std::set<std::uint64_t> frozen_;  // guarded by mutex_
+  int stuck_ = 0;                   // guarded by mutex_
   int refuse_connects = 0;          // guarded by mutex_
   std::string refuse_sqlstate;      // guarded by mutex_
+  std::condition_variable thawed_;  // with mutex_
   std::atomic<bool> any_dead_{false};
   std::atomic<bool> any_broken_{false};
+  std::atomic<bool> any_frozen_{false};
 };
 
 // A clock the test moves by hand.

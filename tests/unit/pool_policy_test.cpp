@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <latch>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -160,6 +161,33 @@ TEST(PoolPolicy, WaitersAreServedFirstComeFirstServed) {
   for (auto& t : threads)
     t.join();
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3}));
+}
+
+// A borrower that has waited longer than 1 ms is handed the next returned connection directly:
+// the thread returning it cannot take it straight back.
+TEST(PoolPolicy, AWaiterOlderThanTheHandoffAgeIsHandedTheNextReturnedConnection) {
+  auto fake = std::make_shared<fake_connector>();
+  auto s = small(1, 0);
+  s.timeout = 10s;
+  pool p(s, fake);
+  auto held = p.acquire();
+  std::uint64_t waiter_got = 0;
+  std::latch checked(1);
+  std::thread waiter([&] {
+    auto l = p.acquire();
+    waiter_got = l.connection_id();
+    checked.wait();  // holds the connection until the main thread has tried to take it
+  });
+  ASSERT_TRUE(eventually([&] { return p.stats().waiting == 1; }));
+  // Time passing is the condition itself: well past the 1 ms after which a waiter is due.
+  std::this_thread::sleep_for(100ms);
+  const auto id = held.connection_id();
+  held.release();
+  EXPECT_THROW((void)p.acquire_for(0ms), sluice::pool::pool_timeout)
+      << "the returning thread took the connection back from a waiter that was due";
+  checked.count_down();
+  waiter.join();
+  EXPECT_EQ(waiter_got, id);
 }
 
 TEST(PoolPolicy, IdleConnectionsAboveMinIdleAreClosedAfterIdleTimeout) {
@@ -354,6 +382,221 @@ TEST(PoolPolicy, LeakWarningNamesTheBorrowersSourceLine) {
   EXPECT_NE(warnings[0].find("pool_policy_test.cpp:" + std::to_string(line)), std::string::npos)
       << warnings[0];
   EXPECT_NE(warnings[0].find("held for 3.0 s"), std::string::npos) << warnings[0];
+}
+
+// A pre-ping is given what is left of the borrower's timeout: a connection whose server stopped
+// answering costs the borrower no more than its timeout, and is discarded, never lent.
+TEST(PoolPolicy, PrePingOfAFrozenConnectionKeepsTheAcquireTimeout) {
+  auto fake = std::make_shared<fake_connector>();
+  manual_clock clock;
+  auto s = small(1, 0);
+  s.housekeeping_interval = 1h;
+  pool p(s, fake, clock.fn());
+  std::uint64_t frozen = 0;
+  {
+    auto a = p.acquire();
+    frozen = a.connection_id();
+  }
+  clock.advance(1s);  // past the pre-ping window: the next borrow pings
+  fake->freeze(frozen);
+
+  const auto started = std::chrono::steady_clock::now();
+  std::uint64_t lent = 0;
+  try {
+    auto l = p.acquire_for(300ms);
+    lent = l.connection_id();  // a new connection, opened after the frozen one was discarded
+  } catch (const sluice::pool::pool_timeout&) {
+    // Just as good: the borrower's time was used up by the ping.
+  }
+  const auto took = std::chrono::steady_clock::now() - started;
+  fake->thaw(frozen);
+  EXPECT_NE(lent, frozen);
+  EXPECT_LT(took, 1s) << "the pre-ping was not bounded by the acquire timeout";
+  EXPECT_LE(fake->last_ping_budget_ms.load(), 300);
+  EXPECT_GE(fake->last_ping_budget_ms.load(), 100);
+  const auto st = p.stats();
+  EXPECT_EQ(st.pings_failed, 1u);
+  EXPECT_EQ(st.checked_out, 0);
+  // The frozen connection is gone for good: the next borrower gets a fresh one.
+  auto next = p.acquire_for(2s);
+  EXPECT_NE(next.connection_id(), frozen);
+}
+
+// A borrower with (almost) no time left still gives a healthy connection the time of a round
+// trip, instead of discarding it unchecked.
+TEST(PoolPolicy, PrePingGetsAMinimumBudgetWhenTheTimeoutIsZero) {
+  auto fake = std::make_shared<fake_connector>();
+  manual_clock clock;
+  auto s = small(1, 0);
+  s.housekeeping_interval = 1h;
+  pool p(s, fake, clock.fn());
+  std::uint64_t first = 0;
+  {
+    auto a = p.acquire();
+    first = a.connection_id();
+  }
+  clock.advance(1s);
+  auto l = p.acquire_for(0ms);
+  EXPECT_EQ(l.connection_id(), first);
+  EXPECT_EQ(fake->last_ping_budget_ms.load(), 100);
+  EXPECT_EQ(p.stats().pings_failed, 0u);
+}
+
+// A reset on return whose server does not answer ends after `timeout`, and the connection is
+// discarded: the borrower returning it is not held indefinitely.
+TEST(PoolPolicy, ResetOfAFrozenConnectionIsBoundedAndDiscardsIt) {
+  auto fake = std::make_shared<fake_connector>();
+  auto s = small(1, 0);
+  s.timeout = 200ms;
+  pool p(s, fake);
+  auto l = p.acquire();
+  const auto id = l.connection_id();
+  fake->freeze(id);
+  const auto started = std::chrono::steady_clock::now();
+  l.release();
+  const auto took = std::chrono::steady_clock::now() - started;
+  fake->thaw(id);
+  EXPECT_EQ(fake->last_reset_budget_ms.load(), 200);
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 1s);
+  const auto st = p.stats();
+  EXPECT_EQ(st.invalidations, 1u);
+  EXPECT_EQ(st.checked_out, 0);
+  EXPECT_EQ(st.checked_in, 0);
+}
+
+// A leak report is about a lease that is out. A connection between owners (in a borrower's
+// pre-ping, or in the reset after its lease ended) is not reported, however long that takes;
+// the lease starts when the borrower gets the connection, and its call site is the borrower's.
+TEST(PoolPolicy, LeakReportsCountOnlyTheTimeALeaseIsOut) {
+  std::mutex m;
+  std::vector<std::string> warnings;
+  sluice::set_log_sink([&](sluice::log_level level, std::string_view, std::string_view msg) {
+    if (level >= sluice::log_level::warn) {
+      const std::scoped_lock lock(m);
+      warnings.emplace_back(msg);
+    }
+  });
+  auto fake = std::make_shared<fake_connector>();
+  manual_clock clock;
+  auto s = small(1, 0);
+  s.timeout = 10s;
+  s.leak_threshold = 2s;
+  s.housekeeping_interval = 1h;
+  pool p(s, fake, clock.fn());
+  std::uint64_t id = 0;
+  {
+    auto quick = p.acquire();  // returned at once: never a leak
+    id = quick.connection_id();
+  }
+  clock.advance(3s);  // the quick lease ended longer ago than leak_threshold
+  fake->freeze(id);
+
+  // A borrower stuck in the pre-ping.
+  sluice::pool::lease held;
+  int line = 0;
+  std::thread borrower([&] {
+    line = __LINE__ + 1;
+    held = p.acquire();
+  });
+  ASSERT_TRUE(eventually([&] { return fake->stuck_calls() == 1; }));
+  clock.advance(3s);
+  p.housekeep_now();
+  EXPECT_EQ(p.stats().leaks, 0u) << "reported during the pre-ping";
+  fake->thaw(id);
+  borrower.join();
+  ASSERT_TRUE(held);
+  EXPECT_EQ(held.connection_id(), id);
+
+  // The lease starts now: reported once it has been out longer than leak_threshold.
+  clock.advance(1s);
+  p.housekeep_now();
+  EXPECT_EQ(p.stats().leaks, 0u);
+  clock.advance(2s);
+  p.housekeep_now();
+  EXPECT_EQ(p.stats().leaks, 1u);
+
+  // Its return is stuck in the reset: the lease has ended, nothing more to report.
+  fake->freeze(id);
+  std::thread returner([&] { held.release(); });
+  ASSERT_TRUE(eventually([&] { return fake->stuck_calls() == 1; }));
+  clock.advance(10s);
+  p.housekeep_now();
+  fake->thaw(id);
+  returner.join();
+  EXPECT_EQ(p.stats().leaks, 1u);
+  EXPECT_EQ(p.stats().checked_in, 1);
+
+  sluice::set_log_sink({});
+  const std::scoped_lock lock(m);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("pool_policy_test.cpp:" + std::to_string(line)), std::string::npos)
+      << warnings[0];
+  EXPECT_NE(warnings[0].find("held for 3.0 s"), std::string::npos) << warnings[0];
+}
+
+// Borrowers served without waiting count as waits of exactly 0: the percentiles say 0, not a
+// value interpolated inside the first histogram bucket.
+TEST(PoolPolicy, WaitPercentilesAreZeroWhenBorrowersDidNotWait) {
+  auto fake = std::make_shared<fake_connector>();
+  auto s = small(1, 0);
+  s.min_idle = 1;
+  s.housekeeping_interval = 5ms;
+  {
+    pool p(s, fake);
+    ASSERT_TRUE(eventually([&] { return p.stats().checked_in == 1; }));
+    for (int i = 0; i < 10; ++i)
+      auto l = p.acquire();
+    const auto st = p.stats();
+    EXPECT_EQ(st.checkouts, 10u);
+    EXPECT_EQ(st.wait_p50_ms, 0.0);
+    EXPECT_EQ(st.wait_p99_ms, 0.0);
+    EXPECT_EQ(st.wait_max_ms, 0.0);
+    EXPECT_EQ(st.wait_bucket_counts[0], 10u);
+  }
+  // The first borrower waits for the connection to be opened; the next 99 do not.
+  s.min_idle = 0;
+  fake->connect_delay = 5ms;
+  pool p(s, fake);
+  for (int i = 0; i < 100; ++i)
+    auto l = p.acquire();
+  const auto st = p.stats();
+  EXPECT_EQ(st.checkouts, 100u);
+  EXPECT_EQ(st.wait_p50_ms, 0.0);
+  EXPECT_GE(st.wait_max_ms, 4.0);
+  std::uint64_t total = 0;
+  for (const auto c : st.wait_bucket_counts)
+    total += c;
+  EXPECT_EQ(total, 100u);
+  EXPECT_GE(st.wait_sum_ms, 4.0);
+}
+
+// Timed-out acquisitions are waits too, but they lent nothing: they must not be subtracted from
+// the borrowers that were served at once.
+TEST(PoolPolicy, TimeoutsDoNotHideZeroWaits) {
+  auto fake = std::make_shared<fake_connector>();
+  auto s = small(1, 0);
+  s.min_idle = 1;
+  s.housekeeping_interval = 5ms;
+  pool p(s, fake);
+  ASSERT_TRUE(eventually([&] { return p.stats().checked_in == 1; }));
+  {
+    auto held = p.acquire();
+    for (int i = 0; i < 3; ++i)
+      EXPECT_THROW((void)p.acquire_for(1ms), sluice::pool::pool_timeout);
+  }
+  for (int i = 0; i < 2; ++i)
+    auto l = p.acquire();
+  // 3 borrowers served at once, 3 timeouts (waits of at least 1 ms).
+  const auto st = p.stats();
+  EXPECT_EQ(st.timeouts, 3u);
+  EXPECT_EQ(st.checkouts, 3u);
+  std::uint64_t total = 0;
+  for (const auto c : st.wait_bucket_counts)
+    total += c;
+  EXPECT_EQ(total, 6u);
+  EXPECT_EQ(st.wait_p50_ms, 0.0);  // rank 3 of 6: still a zero wait
+  EXPECT_GE(st.wait_p99_ms, 0.5);  // in the bucket of the 1 ms waits
 }
 
 TEST(PoolPolicy, LeaseMayOutliveItsPool) {

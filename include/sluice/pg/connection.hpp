@@ -34,7 +34,11 @@ struct connect_options {
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
   // Shown in pg_stat_activity. Empty: keep whatever conninfo or PGAPPNAME says.
   std::string application_name;
-  // Applied with SET at connect when set.
+  // Sent in the startup packet as `options=-c statement_timeout=<ms>`, appended to the options
+  // the conninfo (or, when it has none, PGOPTIONS or the PGSERVICE entry) already gives. It is
+  // then the session's default, which RESET ALL and DISCARD ALL return to instead of dropping
+  // it. Must not be negative (std::invalid_argument). PgBouncer refuses an `options` startup
+  // parameter it does not track (see docs/pool.md).
   std::optional<std::chrono::milliseconds> statement_timeout;
   // TCP keepalives so a dead peer is noticed (ignored on Unix sockets).
   bool keepalives = true;
@@ -73,7 +77,8 @@ class connection {
   // An empty connection (no server behind it); valid() is false.
   connection() = default;
   // Opens a connection. Throws connection_error (with the server's SQLSTATE when it refused,
-  // e.g. 53300) naming host, port, database and user, never the password.
+  // e.g. 53300) naming host, port, database and user, never the password; std::invalid_argument
+  // for a negative statement_timeout.
   static connection open(const connect_options& options);
 
   connection(connection&& other) noexcept;
@@ -97,12 +102,21 @@ class connection {
   // Round trip to the server with an empty statement. False (and the connection marked
   // poisoned) when the server does not answer properly.
   bool ping() noexcept;
+  // The same, answered by `deadline` at the latest: a server that has not answered by then (a
+  // frozen backend, a partitioned network) counts as dead, as in exec_until().
+  bool ping(std::chrono::steady_clock::time_point deadline) noexcept;
 
   // Runs SQL without parameters (simple protocol; several statements allowed, the last
   // result is returned). Throws sql_error or connection_error.
   result exec(std::string_view sql);
   // Runs one statement with bound parameters (extended protocol, unnamed statement).
   result exec(std::string_view sql, const param_list& params);
+  // Like exec(sql), but never blocks past `deadline`: the statement is sent and its result
+  // awaited without blocking libpq calls, polling the socket for the time left. When the
+  // deadline passes first, the connection is marked poisoned (the statement may still run and
+  // the session's state is unknown) and connection_error is thrown; such a connection is left
+  // in non-blocking mode, so closing it does not block either. Also throws sql_error.
+  result exec_until(std::string_view sql, std::chrono::steady_clock::time_point deadline);
   template <class... Ts>
   result query(std::string_view sql, Ts&&... args) {
     return exec(sql, param_list::of(std::forward<Ts>(args)...));
@@ -151,7 +165,11 @@ class connection {
  private:
   explicit connection(pg_conn* conn);
   [[noreturn]] void throw_error(pg_result* res, std::string_view sql);
-  result check(pg_result* res, std::string_view sql);
+  // Wraps a result, throwing for an error. `flush_pending` runs the deallocations waiting for
+  // the connection to be idle (blocking calls: exec_until() passes false).
+  result check(pg_result* res, std::string_view sql, bool flush_pending = true);
+  // exec_until()'s send and receive; returns what PQexec would have returned.
+  pg_result* send_and_await(const std::string& sql, std::chrono::steady_clock::time_point deadline);
   void close() noexcept;
   void require_connection() const;
   result exec_prepared_as(const std::string& name, const param_list& params,

@@ -41,6 +41,10 @@ class pool_closed : public std::runtime_error {
 // How the pool opens, checks and resets connections. The default talks to PostgreSQL through
 // libpq; tests and benchmarks substitute a fake. `id` is the pool's serial number for the
 // connection. Implementations must be thread-safe; they are called outside the pool's locks.
+//
+// The pool calls ping_within() and reset_within(), never ping() or reset() directly; their
+// defaults forward to ping() and reset(), so a connector that overrides only those still
+// works, without the time limit.
 class connector {
  public:
   connector() = default;
@@ -58,6 +62,21 @@ class connector {
   // broken, poisoned, or its session could not be reset). Called for every returned connection,
   // so the common case (idle, healthy) must not need a round trip.
   virtual bool reset(pg::connection& c, std::uint64_t id, reset_mode mode) = 0;
+
+  // ping(), answered within `budget` (counted from the call): a connection whose server has not
+  // answered by then is dead (false), and must be left so that closing it does not block. The
+  // pool passes what is left of the borrower's acquire timeout.
+  virtual bool ping_within(pg::connection& c, std::uint64_t id, std::chrono::milliseconds budget) {
+    (void)budget;
+    return ping(c, id);
+  }
+  // reset(), with any round trip it needs answered within `budget` (counted from the call);
+  // false when it is not. The pool passes its acquire timeout: no borrower waits longer.
+  virtual bool reset_within(pg::connection& c, std::uint64_t id, reset_mode mode,
+                            std::chrono::milliseconds budget) {
+    (void)budget;
+    return reset(c, id, mode);
+  }
 };
 
 // The libpq-backed connector.

@@ -41,7 +41,9 @@ struct settings {
 
   int size = 5;           // connections kept open once created
   int max_overflow = 10;  // extra connections allowed under load, closed on return
-  std::chrono::milliseconds timeout = 30s;    // how long acquire() waits for a connection
+  // How long acquire() waits for a connection, pre-ping included. Also bounds the round trips
+  // of a reset on return (a pre-ping or reset is always given at least 100 ms).
+  std::chrono::milliseconds timeout = 30s;
   std::chrono::milliseconds recycle = 30min;  // max lifetime; 0 = unlimited
   double recycle_jitter = 0.025;  // each connection's lifetime is shortened by up to this
   std::chrono::milliseconds idle_timeout =
@@ -53,6 +55,8 @@ struct settings {
   std::chrono::milliseconds leak_threshold = 0ms;  // warn when a lease is held longer; 0 = off
   bool lifo = true;  // lend the most recently returned connection first (lets extras idle out)
   std::chrono::milliseconds connect_timeout = 10s;
+  // Sent at connect as a startup option, so it is each session's default: reset_on_return =
+  // discard_all keeps it. nullopt: the server's (or role's) setting.
   std::optional<std::chrono::milliseconds> statement_timeout;
   std::string application_name;       // empty: "sluice/<name>"
   std::size_t statement_cache = 100;  // prepared statements per connection; 0 = off (PgBouncer)
