@@ -62,7 +62,11 @@ check_result pool_pressure::check(const std::vector<pool::pool_stats>& pools,
           " connections checked out, " + std::to_string(p.waiting) + " waiting, for " +
           std::to_string(std::chrono::duration_cast<milliseconds>(now - *s.short_since).count()) +
           " ms";
-    } else if (s.last_timeout && now - *s.last_timeout <= timeout_memory_) {
+    } else if (s.last_timeout && now - *s.last_timeout <= timeout_memory_ &&
+               p.checked_out >= p.max) {
+      // Only while every connection is still lent: timeouts of a pool that could not connect
+      // (the database was down) are the database check's business, and once it connects again
+      // the pool is fine.
       problem =
           "exhausted: a borrower timed out waiting for a connection " +
           std::to_string(std::chrono::duration_cast<milliseconds>(now - *s.last_timeout).count()) +

@@ -34,9 +34,9 @@ struct check_result {
 // The pools' verdict for /ready. Not ready when a pool is closed, saturated (the server refused
 // new connections and the pool is backing off), or exhausted: every connection lent with
 // borrowers waiting for at least `sustain` (as seen by successive calls), or a borrower timed out
-// in acquire() within the last `timeout_memory`. A queue that forms and drains within a moment is
-// what a pool is for and does not make the node unready (a dashboard's parallel requests on the
-// lane would otherwise flip /ready to 503 and back).
+// in acquire() within the last `timeout_memory` and every connection is still lent. A queue that
+// forms and drains within a moment is what a pool is for and does not make the node unready (a
+// dashboard's parallel requests on the lane would otherwise flip /ready to 503 and back).
 // Thread-safety: check() is thread-safe.
 class pool_pressure {
  public:

@@ -173,10 +173,11 @@ pg::param to_param(const json& v) {
 }  // namespace
 
 sql_payload parse_sql_payload(std::string_view text) {
-  const payload_reader r("sql", text, {"pool", "sql", "params"});
+  const payload_reader r("sql", text, {"pool", "sql", "params", "transactional"});
   sql_payload p;
   p.pool = r.required_string("pool");
   p.sql = r.required_string("sql");
+  p.transactional = r.optional_bool("transactional").value_or(false);
   if (const json* params = r.find("params")) {
     if (!params->is_array()) r.fail("params", "must be an array");
     p.params.reserve(params->size());

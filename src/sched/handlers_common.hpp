@@ -22,6 +22,7 @@ struct sql_payload {
   std::string pool;
   std::string sql;
   std::vector<pg::param> params;  // JSON scalars typed; arrays and objects as JSON text
+  bool transactional = false;     // run in the transaction that completes the task
 };
 
 struct http_payload {

@@ -1,5 +1,7 @@
 // The `sql` handler: one statement, bound parameters, a lease from a named pool, and a cancel
-// request to the server when the task is cancelled or its deadline passes.
+// request to the server when the task is cancelled or its deadline passes. With
+// `"transactional": true` the statement and the task's completion commit together (fenced by
+// the claim token), so a ledger row the statement writes exists exactly when the run succeeded.
 
 #include <algorithm>
 #include <chrono>
@@ -111,10 +113,31 @@ std::string pool_names(const pool::pool_manager& pools) {
   return out.empty() ? "none" : out;
 }
 
+// Runs the statement inside a transaction that also completes the task (task_context::
+// complete_in, fenced by the claim token). The task id is visible to the statement as
+// current_setting('sluice.task_id'). Throws what the statements throw; returns a failure when
+// the claim went stale meanwhile (everything rolled back then).
+handler_result run_in_transaction(task_context& ctx, pg::connection& conn, const std::string& sql,
+                                  const pg::param_list& params, pg::result& res) {
+  pg::transaction tx(conn);
+  conn.exec("SELECT set_config('sluice.task_id', $1, true)",
+            pg::param_list::of(std::to_string(ctx.info().id)));
+  res = conn.exec(sql, params);
+  if (!ctx.complete_in(conn)) {
+    tx.rollback();
+    return handler_result::failure(
+        "the claim is stale (the task was rescued or timed out meanwhile): rolled back");
+  }
+  tx.commit();
+  return handler_result::success();
+}
+
 handler_result run_sql(task_context& ctx) {
   detail::sql_payload payload;
+  bool transactional = false;
   try {
     payload = detail::parse_sql_payload(ctx.payload());
+    transactional = payload.transactional;
   } catch (const schedule_error& e) {
     return handler_result::failure(e.what());
   }
@@ -151,10 +174,16 @@ handler_result run_sql(task_context& ctx) {
   const pg::param_list params(std::move(payload.params));
   pg::result res;
   std::string error;
+  handler_result stale;
   {
     statement_watchdog watchdog(token, lease->make_cancel_handle(), deadline);
     try {
-      res = lease->exec(payload.sql, params);
+      if (transactional) {
+        handler_result r = run_in_transaction(ctx, *lease, payload.sql, params, res);
+        if (!r.ok) stale = std::move(r);
+      } else {
+        res = lease->exec(payload.sql, params);
+      }
     } catch (const pg::sql_error& e) {
       watchdog.finish();
       ctx.set_detail(detail::dump_detail({{"sqlstate", e.sqlstate()}}));
@@ -171,6 +200,7 @@ handler_result run_sql(task_context& ctx) {
     }
   }
   if (!error.empty()) return handler_result::failure(std::move(error));
+  if (!stale.ok) return stale;
 
   ctx.set_detail(
       detail::dump_detail({{"rows_affected", res.affected_rows()}, {"rows", res.rows()}}));

@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -247,4 +248,132 @@ TEST_F(HandlersSql, TheEngineRecordsSqlstateAndTimesOutLongStatements) {
 
   EXPECT_TRUE(run({{"pool", "platform"}, {"sql", "SELECT 1"}}).result.ok);
   EXPECT_EQ(platform_->stats().connects, 1U);
+}
+
+// ---- "transactional": true --------------------------------------------------------------------
+
+namespace {
+
+// Runs the handler on a context whose transactional completion answers `claim_valid` and
+// records on which backend it was asked (it must be the statement's own connection).
+sched::handler_result run_transactional(pool::pool_manager& pools, const nlohmann::json& payload,
+                                        std::int64_t task_id, bool claim_valid,
+                                        int* completion_backend) {
+  sched::task t;
+  t.id = task_id;
+  t.type = "sql";
+  t.payload = payload.dump();
+  sched::cancel_token token;
+  token.set_deadline(steady_clock::now() + 30s);
+  sched::task_context ctx(t, std::chrono::system_clock::now(), token, &pools,
+                          [&](sluice::pg::connection& c) {
+                            *completion_backend = c.query("SELECT pg_backend_pid()").one<int>();
+                            return claim_valid;
+                          });
+  return sched::make_sql_handler()(ctx);
+}
+
+}  // namespace
+
+TEST_F(HandlersSql, TransactionalCommitsTheStatementWithTheCompletion) {
+  conn_.exec("CREATE TABLE " + q("ledger") + " (task_id bigint UNIQUE, backend int)");
+  const nlohmann::json payload = {
+      {"pool", "platform"},
+      {"transactional", true},
+      {"sql", "INSERT INTO " + q("ledger") +
+                  " VALUES (current_setting('sluice.task_id')::bigint, pg_backend_pid())"}};
+  int backend = 0;
+  const auto ok = run_transactional(pools_, payload, 4242, true, &backend);
+  ASSERT_TRUE(ok.ok) << ok.error;
+  EXPECT_EQ(conn_.query("SELECT count(*) FROM " + q("ledger") + " WHERE task_id = 4242")
+                .one<std::int64_t>(),
+            1);
+  // The completion ran on the statement's connection (inside its transaction).
+  EXPECT_EQ(conn_.query("SELECT backend FROM " + q("ledger")).one<int>(), backend);
+  // The setting was local to that transaction.
+  EXPECT_EQ(run({{"pool", "platform"},
+                 {"sql",
+                  "SELECT 1 WHERE coalesce(current_setting('sluice.task_id', true), '') "
+                  "= ''"}})
+                .detail["rows"],
+            1);
+}
+
+TEST_F(HandlersSql, TransactionalRollsBackWhenTheClaimIsStale) {
+  conn_.exec("CREATE TABLE " + q("ledger") + " (task_id bigint UNIQUE)");
+  const nlohmann::json payload = {
+      {"pool", "platform"},
+      {"transactional", true},
+      {"sql",
+       "INSERT INTO " + q("ledger") + " VALUES (current_setting('sluice.task_id')::bigint)"}};
+  int backend = 0;
+  const auto stale = run_transactional(pools_, payload, 7, false, &backend);
+  EXPECT_FALSE(stale.ok);
+  EXPECT_THAT(stale.error, HasSubstr("stale"));
+  EXPECT_EQ(conn_.query("SELECT count(*) FROM " + q("ledger")).one<std::int64_t>(), 0);
+  // The connection came back outside any transaction and works.
+  EXPECT_TRUE(run({{"pool", "platform"}, {"sql", "SELECT 1"}}).result.ok);
+  EXPECT_EQ(platform_->stats().connects, 1U);
+}
+
+TEST_F(HandlersSql, TransactionalRejectsANonBooleanFlag) {
+  const auto r = run({{"pool", "platform"}, {"transactional", "yes"}, {"sql", "SELECT 1"}});
+  EXPECT_FALSE(r.result.ok);
+  EXPECT_THAT(r.result.error, HasSubstr("transactional"));
+}
+
+// Through the engine: the ledger row and the succeeded run exist together, once per task, and a
+// failing statement leaves neither (the retry then succeeds once).
+TEST_F(HandlersSql, TheEngineCompletesTransactionalTasksExactlyOnce) {
+  conn_.exec("CREATE TABLE " + q("ledger") + " (task_id bigint UNIQUE)");
+  test::sched_env env;
+  sched::scheduler node(env.settings(), env.lane(), &pools_);
+  node.handle("sql", sched::make_sql_handler());
+  node.start();
+
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    sched::task_spec s = test::due_now("sql");
+    s.payload = nlohmann::json({{"pool", "platform"},
+                                {"transactional", true},
+                                {"sql", "INSERT INTO " + q("ledger") +
+                                            " VALUES (current_setting('sluice.task_id')::bigint)"}})
+                    .dump();
+    ids.push_back(env.store().create(s));
+  }
+  // Fails on its first attempt (the row it needs is missing), succeeds on the retry.
+  sched::task_spec flaky = test::due_now("sql");
+  flaky.payload = nlohmann::json({{"pool", "platform"},
+                                  {"transactional", true},
+                                  {"sql", "INSERT INTO " + q("ledger") +
+                                              " SELECT current_setting('sluice.task_id')::bigint"
+                                              " WHERE 1 / (SELECT count(*) FROM " +
+                                              q("items") + ") = 1"}})
+                      .dump();
+  flaky.max_attempts = 1000;
+  flaky.backoff_base = 200ms;
+  flaky.backoff_cap = 200ms;
+  const std::int64_t flaky_id = env.store().create(flaky);
+  node.wake();
+
+  for (const auto id : ids)
+    ASSERT_TRUE(test::wait_for_state(env.store(), id, sched::task_state::succeeded, 20s));
+  ASSERT_TRUE(test::wait_for_state(env.store(), flaky_id, sched::task_state::retryable, 20s));
+  EXPECT_EQ(conn_.query("SELECT count(*) FROM " + q("ledger") + " WHERE task_id = $1", flaky_id)
+                .one<std::int64_t>(),
+            0);
+  conn_.exec("INSERT INTO " + q("items") + " (id) VALUES (1)");
+  ASSERT_TRUE(test::wait_for_state(env.store(), flaky_id, sched::task_state::succeeded, 20s));
+  node.stop();
+
+  EXPECT_EQ(conn_.query("SELECT count(*) FROM " + q("ledger")).one<std::int64_t>(), 21);
+  for (const auto id : ids) {
+    const auto runs = test::runs_oldest_first(env.store(), id);
+    ASSERT_EQ(runs.size(), 1U);
+    EXPECT_EQ(runs[0].outcome, "succeeded");
+  }
+  const auto flaky_runs = test::runs_oldest_first(env.store(), flaky_id);
+  ASSERT_GE(flaky_runs.size(), 2U);
+  EXPECT_EQ(flaky_runs.front().outcome, "failed");
+  EXPECT_EQ(flaky_runs.back().outcome, "succeeded");
 }

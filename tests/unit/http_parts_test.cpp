@@ -147,6 +147,8 @@ TEST(HttpReadiness, AcquireTimeoutMakesThePoolExhaustedForAWhile) {
   const auto t0 = steady_clock::now();
   http::pool_pressure pressure(2s, 30s);
   auto p = healthy_pool("platform");
+  p.checked_out = 3;
+  p.checked_in = 0;
   p.timeouts = 5;
   EXPECT_TRUE(pressure.check({p}, t0).ok);
   p.timeouts = 6;
@@ -155,6 +157,23 @@ TEST(HttpReadiness, AcquireTimeoutMakesThePoolExhaustedForAWhile) {
   EXPECT_NE(r.reason.find("timed out"), std::string::npos) << r.reason;
   EXPECT_FALSE(pressure.check({p}, t0 + 31s).ok);
   EXPECT_TRUE(pressure.check({p}, t0 + 32s).ok);
+}
+
+// Timeouts while the pool could not connect at all (database down) leave nothing lent: once the
+// database is back the pool is ready at once, not 30 s later.
+TEST(HttpReadiness, TimeoutsOfAPoolThatCouldNotConnectDoNotOutliveTheOutage) {
+  const auto t0 = steady_clock::now();
+  http::pool_pressure pressure(2s, 30s);
+  auto p = healthy_pool("scheduler");
+  p.open = 0;
+  p.checked_in = 0;
+  p.checked_out = 0;
+  EXPECT_TRUE(pressure.check({p}, t0).ok);
+  p.timeouts = 40;
+  EXPECT_TRUE(pressure.check({p}, t0 + 1s).ok);
+  p = healthy_pool("scheduler");
+  p.timeouts = 40;
+  EXPECT_TRUE(pressure.check({p}, t0 + 2s).ok);
 }
 
 TEST(HttpReadiness, SchedulerVerdicts) {

@@ -41,6 +41,10 @@ struct command_policy {
 
 // `sql`: runs the payload's statement with its parameters on a lease from the named pool of
 // ctx.pools(). Detail: {"rows_affected": n, "rows": n}, or {"sqlstate": "..."} on an SQL error.
+// With "transactional": true in the payload, the statement and the task's completion
+// (task_context::complete_in, fenced by the claim token) commit in one transaction on that
+// lease, whose pool must then be on the scheduler's database; the statement reads the task id
+// as current_setting('sluice.task_id'). A stale claim rolls everything back and fails the run.
 [[nodiscard]] handler make_sql_handler();
 
 // `http`: sends one request through libcurl (http and https only, no redirects unless asked).
