@@ -65,7 +65,7 @@ struct command_policy {
 // for any other type it only checks that the payload is a JSON object. For "command", `policy`
 // supplies the allow-list; a null policy allows no command.
 // Throws schedule_error naming the type and the field, e.g.
-// "sql payload: unknown field 'parms' (known: pool, sql, params)".
+// "sql payload: unknown field 'parms' (known: pool, sql, params, transactional)".
 void validate_payload(std::string_view type, std::string_view payload_json,
                       const command_policy* policy);
 
