@@ -743,6 +743,7 @@ daemon_config parse_text(std::string_view text, std::string source,
   if (auto v = sch.hours("cycle_retention", std::chrono::hours(24 * 365))) {
     ss.cycle_retention = *v;
   }
+  if (auto v = sch.hours("task_retention", std::chrono::hours(24 * 365))) ss.task_retention = *v;
   if (auto v = sch.boolean("listen")) ss.listen = *v;
   if (auto v = sch.string("listen_url")) {
     if (auto problem = conninfo_problem(*v)) sch.fail("listen_url", *problem);
@@ -1201,6 +1202,7 @@ std::string daemon_config::to_json_redacted() const {
   sch["stuck_grace"] = dur(scheduler.stuck_grace);
   sch["run_retention"] = dur(scheduler.run_retention);
   sch["cycle_retention"] = dur(scheduler.cycle_retention);
+  sch["task_retention"] = dur(scheduler.task_retention);
   sch["listen"] = scheduler.listen;
   sch["listen_url"] = pg::redact_conninfo(scheduler.listen_conninfo);
   sch["concurrency"] = scheduler.concurrency;

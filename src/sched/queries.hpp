@@ -272,12 +272,19 @@ inline constexpr const char* heartbeat =
 inline constexpr const char* deregister_node =
     "UPDATE {s}.nodes SET state = 'stopped', expires_at = now() WHERE id = $1";
 inline constexpr const char* resign_leader = "DELETE FROM {s}.leader WHERE node = $1";
+// Pruning, in batches ($2 rows at most) so that each statement is a short transaction.
 inline constexpr const char* prune_runs =
     "DELETE FROM {s}.task_runs WHERE id IN (SELECT id FROM {s}.task_runs"
-    " WHERE finished_at < now() - $1 * interval '1 hour' LIMIT 10000)";
+    " WHERE finished_at < now() - $1 * interval '1 hour' LIMIT $2)";
 inline constexpr const char* prune_cycles =
     "DELETE FROM {s}.cycles WHERE id IN (SELECT id FROM {s}.cycles"
-    " WHERE started_at < now() - $1 * interval '1 hour' LIMIT 10000)";
+    " WHERE started_at < now() - $1 * interval '1 hour' LIMIT $2)";
+// Finished one-shot tasks, found through tasks_state. FOR UPDATE SKIP LOCKED: a task an operator
+// is changing right now is left for the next round.
+inline constexpr const char* prune_tasks =
+    "DELETE FROM {s}.tasks WHERE id IN (SELECT id FROM {s}.tasks"
+    " WHERE state IN ('succeeded', 'failed', 'cancelled') AND schedule_kind = 'once'"
+    " AND updated_at < now() - $1 * interval '1 hour' LIMIT $2 FOR UPDATE SKIP LOCKED)";
 inline constexpr const char* prune_nodes =
     "DELETE FROM {s}.nodes WHERE expires_at < now() - interval '1 day' AND state IN ('stopped', "
     "'dead')";

@@ -181,6 +181,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         settings_.node_expiry <= settings_.heartbeat_interval) {
       throw std::invalid_argument("scheduler: node_expiry must be longer than heartbeat_interval");
     }
+    if (settings_.prune_interval.count() <= 0)
+      throw std::invalid_argument("scheduler: prune_interval must be positive");
+    if (settings_.run_retention.count() < 0 || settings_.cycle_retention.count() < 0 ||
+        settings_.task_retention.count() < 0)
+      throw std::invalid_argument("scheduler: retentions must not be negative (0 keeps all)");
     for (const auto& [type, n] : settings_.concurrency) {
       if (n < 1)
         throw std::invalid_argument("scheduler: concurrency of '" + type + "' must be at least 1");
@@ -940,21 +945,30 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     return rescued;
   }
 
-  void prune() {
-    auto lease = lane_.acquire();
-    if (settings_.run_retention.count() > 0) {
-      lease->query(with_schema(queries::prune_runs, settings_.schema),
-                   static_cast<std::int64_t>(settings_.run_retention.count()));
+  // One round of retention (leader only), on the heartbeat thread: it gets half a heartbeat
+  // interval, so the node's own heartbeat is never late enough to make it look dead. Returns
+  // false when rows past their retention are left, so the caller comes back after the next
+  // heartbeat instead of in ten minutes.
+  bool prune() {
+    const auto r = store_.prune({.runs = settings_.run_retention,
+                                 .cycles = settings_.cycle_retention,
+                                 .finished_tasks = settings_.task_retention},
+                                settings_.heartbeat_interval / 2);
+    if (r.runs + r.cycles + r.tasks + r.nodes > 0) {
+      log(log_level::info, "scheduler",
+          "pruned " + std::to_string(r.runs) + " runs, " + std::to_string(r.cycles) + " cycles, " +
+              std::to_string(r.tasks) + " finished tasks, " + std::to_string(r.nodes) +
+              " stopped nodes" +
+              (r.complete ? "" : " (more left; continuing after the next heartbeat)"));
     }
-    if (settings_.cycle_retention.count() > 0) {
-      lease->query(with_schema(queries::prune_cycles, settings_.schema),
-                   static_cast<std::int64_t>(settings_.cycle_retention.count()));
-    }
-    lease->exec(with_schema(queries::prune_nodes, settings_.schema));
+    return r.complete;
   }
 
   void heartbeat_loop() {
-    auto next_prune = steady_clock::now() + std::chrono::minutes(1);
+    // The first round a minute after start (sooner when the interval is shorter), so that a node
+    // restarted more often than the interval still prunes.
+    auto next_prune = steady_clock::now() +
+                      std::min<milliseconds>(settings_.prune_interval, std::chrono::minutes(1));
     std::string last_error;
     for (;;) {
       {
@@ -971,8 +985,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           leader = leader_;
         }
         if (leader && steady_clock::now() >= next_prune) {
-          next_prune = steady_clock::now() + std::chrono::minutes(10);
-          prune();
+          next_prune = steady_clock::now() + settings_.prune_interval;
+          if (!prune()) next_prune = steady_clock::now();
         }
         last_error.clear();
       } catch (const std::exception& e) {

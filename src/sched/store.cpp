@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <stdexcept>
 
 #include "sched/migrations_data.hpp"
 #include "sched/queries.hpp"
@@ -297,6 +299,32 @@ std::vector<queue_depth> store::queues() {
     out.back().by_state[r.get<std::string>(1)] = r.get<std::int64_t>(2);
     out.back().lag_s = std::max(out.back().lag_s, r.get<double>(3));
   }
+  return out;
+}
+
+prune_result store::prune(const retention& keep, std::chrono::milliseconds budget, int batch) {
+  if (batch < 1) throw std::invalid_argument("store::prune: batch must be at least 1");
+  const auto until = std::chrono::steady_clock::now() + budget;
+  prune_result out;
+  auto lease = lane_.acquire();
+  // Deletes batch after batch; false when the budget ran out before the last one.
+  const auto drain = [&](const char* sql, std::chrono::hours age, std::int64_t& count) {
+    if (age.count() <= 0) return true;
+    const auto text = with_schema(sql, schema_);
+    for (;;) {
+      const auto n = lease
+                         ->query(text, static_cast<std::int64_t>(age.count()),
+                                 static_cast<std::int64_t>(batch))
+                         .affected_rows();
+      count += n;
+      if (n < batch) return true;
+      if (std::chrono::steady_clock::now() >= until) return false;
+    }
+  };
+  out.complete = drain(queries::prune_runs, keep.runs, out.runs) &&
+                 drain(queries::prune_cycles, keep.cycles, out.cycles) &&
+                 drain(queries::prune_tasks, keep.finished_tasks, out.tasks);
+  out.nodes = lease->exec(with_schema(queries::prune_nodes, schema_)).affected_rows();
   return out;
 }
 

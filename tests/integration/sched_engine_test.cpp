@@ -384,4 +384,28 @@ TEST_F(SchedEngine, TimeoutCancelsTheHandlerAndIsRetried) {
   EXPECT_EQ(env.store().stats().total("runs_timed_out"), 2);
 }
 
+// The leader prunes on its own: a finished one-shot task past task_retention disappears, a
+// recent one and its history stay.
+TEST_F(SchedEngine, TheLeaderPrunesFinishedTasksPastTheirRetention) {
+  test::sched_env env;
+  sched::scheduler_settings settings = env.settings();
+  settings.prune_interval = 200ms;
+  settings.task_retention = 24h;
+  sched::scheduler node(settings, env.lane());
+  node.handle("once", [](sched::task_context&) { return sched::handler_result::success(); });
+
+  const std::int64_t old_id = env.store().create(test::due_now("once"));
+  env.sql().exec("UPDATE " + env.q("tasks") +
+                 " SET state = 'succeeded', next_run_at = NULL,"
+                 " updated_at = now() - interval '2 days' WHERE id = " +
+                 std::to_string(old_id));
+  node.start();
+  const std::int64_t new_id = env.store().create(test::due_now("once"));
+  ASSERT_TRUE(test::wait_for_state(env.store(), new_id, task_state::succeeded, 10s));
+  ASSERT_TRUE(test::wait_until([&] { return !env.store().get(old_id).has_value(); }, 10s))
+      << "the finished task past its retention is still there";
+  EXPECT_TRUE(env.store().get(new_id).has_value());
+  EXPECT_EQ(test::runs_oldest_first(env.store(), new_id).size(), 1U);
+}
+
 }  // namespace

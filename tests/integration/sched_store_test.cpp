@@ -313,3 +313,79 @@ TEST_F(SchedStore, StateChangesFollowTheStateMachine) {
 }
 
 }  // namespace
+
+// Retention: what is past it goes, in batches; what is not, or is still live, or recurs, stays;
+// cumulative stats do not move; a freed unique name can be used again.
+TEST_F(SchedStore, PruneDeletesOnlyWhatIsPastItsRetention) {
+  test::sched_env env;
+  auto& st = env.store();
+  // Finished one-shot tasks: old ones (10 days untouched) and a recent one.
+  const auto make = [&](const std::string& state, const std::string& age,
+                        std::optional<std::string> name = {}, bool recurring = false) {
+    sched::task_spec spec = future_once("prune.me", std::move(name));
+    if (recurring) spec.when = sched::schedule::every(1h);
+    const std::int64_t id = st.create(spec);
+    env.sql().query("UPDATE " + env.q("tasks") +
+                        " SET state = $2, updated_at = now() - $3::interval WHERE id = $1",
+                    id, state, age);
+    return id;
+  };
+  const std::int64_t old_ok = make("succeeded", "10 days", "nightly-once");
+  const std::int64_t old_failed = make("failed", "10 days");
+  const std::int64_t old_cancelled = make("cancelled", "10 days");
+  const std::int64_t recent_ok = make("succeeded", "1 day");
+  const std::int64_t old_scheduled = make("scheduled", "10 days");
+  const std::int64_t old_paused = make("paused", "10 days");
+  const std::int64_t old_recurring = make("cancelled", "10 days", {}, /*recurring=*/true);
+
+  // History: 5 old runs and 2 recent; 3 old cycles and 1 recent.
+  for (const char* age : {"9 days", "9 days", "9 days", "8 days", "8 days", "1 hour", "2 days"}) {
+    env.sql().query("INSERT INTO " + env.q("task_runs") +
+                        " (task_id, type, attempt, claim_token, node, started_at, finished_at,"
+                        " outcome) VALUES ($1, 'prune.me', 1, 1, 'n1', now() - $2::interval,"
+                        " now() - $2::interval, 'succeeded')",
+                    old_ok, std::string(age));
+  }
+  for (const char* age : {"5 days", "4 days", "4 days", "1 hour"}) {
+    env.sql().query("INSERT INTO " + env.q("cycles") +
+                        " (node, started_at, duration_ms) VALUES ('n1', now() - $1::interval, 1)",
+                    std::string(age));
+  }
+  env.sql().exec("INSERT INTO " + env.q("stats") +
+                 " (metric, type, shard, value) VALUES ('runs_succeeded', 'prune.me', 0, 7)");
+  const auto stats_before = st.stats().total("runs_succeeded");
+
+  const sched::retention keep{.runs = 24h * 7, .cycles = 24h * 3, .finished_tasks = 24h * 7};
+  // A budget of zero stops after the first batch of each kind that was full.
+  const sched::prune_result first = st.prune(keep, 0ms, 2);
+  EXPECT_FALSE(first.complete);
+  EXPECT_EQ(first.runs, 2);
+  EXPECT_EQ(first.cycles, 0);
+  EXPECT_EQ(first.tasks, 0);
+
+  const sched::prune_result rest = st.prune(keep, 10s, 2);
+  EXPECT_TRUE(rest.complete);
+  EXPECT_EQ(rest.runs, 3);
+  EXPECT_EQ(rest.cycles, 3);
+  EXPECT_EQ(rest.tasks, 3);
+
+  for (const std::int64_t gone : {old_ok, old_failed, old_cancelled})
+    EXPECT_FALSE(st.get(gone).has_value()) << "task " << gone;
+  for (const std::int64_t kept : {recent_ok, old_scheduled, old_paused, old_recurring})
+    EXPECT_TRUE(st.get(kept).has_value()) << "task " << kept;
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("task_runs")), 2);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("cycles")), 1);
+  EXPECT_EQ(st.stats().total("runs_succeeded"), stats_before);
+
+  // Nothing is left to do, and zero retentions keep everything.
+  const sched::prune_result again = st.prune(keep);
+  EXPECT_TRUE(again.complete);
+  EXPECT_EQ(again.runs + again.cycles + again.tasks, 0);
+  const sched::prune_result keep_all = st.prune({.runs = 0h, .cycles = 0h, .finished_tasks = 0h});
+  EXPECT_EQ(keep_all.runs + keep_all.cycles + keep_all.tasks, 0);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("task_runs")), 2);
+
+  // The pruned task's unique name is free again.
+  EXPECT_NO_THROW(st.create(future_once("prune.me", "nightly-once")));
+  EXPECT_THROW(st.prune(keep, 1s, 0), std::invalid_argument);
+}

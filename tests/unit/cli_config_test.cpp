@@ -212,6 +212,7 @@ stop_grace = "20s"
 stuck_grace = "3s"
 run_retention = "14d"
 cycle_retention = "36h"
+task_retention = "30d"
 listen = true
 listen_url = "host=db.direct dbname=app"
 
@@ -296,6 +297,7 @@ TEST(Config, EverySectionIsRead) {
   EXPECT_EQ(s.stuck_grace, 3s);
   EXPECT_EQ(s.run_retention, std::chrono::hours(24 * 14));
   EXPECT_EQ(s.cycle_retention, 36h);
+  EXPECT_EQ(s.task_retention, std::chrono::hours(24 * 30));
   EXPECT_TRUE(s.listen);
   EXPECT_EQ(s.listen_conninfo, "host=db.direct dbname=app");
   EXPECT_EQ(s.concurrency,
@@ -379,6 +381,7 @@ TEST(Config, OutOfRangeValuesAreRefused) {
   parse_error("[scheduler]\nheartbeat_interval = \"5s\"\nnode_expiry = \"6s\"\n",
               "at least twice heartbeat_interval");
   parse_error("[scheduler]\nrun_retention = \"90m\"\n", "whole number of hours");
+  parse_error("[scheduler]\ntask_retention = \"400d\"\n", "task_retention");
   e = parse_error("[scheduler]\nworkers = 4\n[scheduler.concurrency]\nsql = 5\n",
                   "between 1 and scheduler.workers (4), got 5");
   EXPECT_EQ(e.key(), "scheduler.concurrency.sql");

@@ -45,14 +45,19 @@ struct scheduler_settings {
   // node_expiry + one heartbeat of the leader = 10 s.
   std::chrono::milliseconds heartbeat_interval = 2500ms;
   std::chrono::milliseconds node_expiry = 7500ms;  // a node silent this long is dead; rescued
-  std::chrono::milliseconds stop_grace = 10s;  // stop(): how long running handlers may finish
+  std::chrono::milliseconds stop_grace = 10s;      // stop(): how long running handlers may finish
   std::chrono::milliseconds stuck_grace =
       5s;                                    // after a timeout, how long a handler may take to stop
   std::chrono::hours run_retention{24 * 7};  // task_runs older than this are pruned; 0 = keep
   std::chrono::hours cycle_retention{24 * 3};  // cycles older than this are pruned; 0 = keep
-  bool listen = true;                          // LISTEN for new tasks (off: poll only)
-  std::string listen_conninfo;                 // empty: the lane pool's conninfo
-  int connection_budget = 0;                   // registered in `nodes` for fleet budget checks
+  // Finished one-shot tasks (succeeded, failed, cancelled) untouched this long are deleted, which
+  // frees their unique names; their runs follow run_retention. 0 = keep.
+  std::chrono::hours task_retention{24 * 7};
+  // How often the leader prunes (the first time a minute after start, or sooner).
+  std::chrono::milliseconds prune_interval = std::chrono::minutes(10);
+  bool listen = true;           // LISTEN for new tasks (off: poll only)
+  std::string listen_conninfo;  // empty: the lane pool's conninfo
+  int connection_budget = 0;    // registered in `nodes` for fleet budget checks
 };
 
 // Cooperative cancellation: set when the task's timeout passes or the scheduler stops.

@@ -8,6 +8,7 @@
 // Throws: pool::pool_timeout, pg::error on database failures; schedule_error on a bad spec;
 // conflict_error on a duplicate task name; schema_error on a schema this binary cannot use.
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -78,6 +79,20 @@ struct queue_depth {
   double lag_s = 0;  // age of the oldest due, unclaimed task (0 when none)
 };
 
+// What store::prune keeps; a zero duration keeps everything of that kind.
+struct retention {
+  std::chrono::hours runs{24 * 7};
+  std::chrono::hours cycles{24 * 3};
+  std::chrono::hours finished_tasks{24 * 7};  // one-shot tasks in succeeded, failed, cancelled
+};
+
+// Rows deleted by one store::prune call. `complete` is false when the time budget ran out
+// before everything past its retention was gone (call again).
+struct prune_result {
+  std::int64_t runs = 0, cycles = 0, tasks = 0, nodes = 0;
+  bool complete = true;
+};
+
 class store {
  public:
   // `schema` must be a plain identifier ([a-z_][a-z0-9_]*, at most 63 characters).
@@ -114,6 +129,13 @@ class store {
   [[nodiscard]] std::vector<node_info> nodes();
   [[nodiscard]] std::optional<std::string> leader();
   [[nodiscard]] std::vector<queue_depth> queues();
+  // Deletes what is older than its retention, plus nodes stopped or dead for a day, in batches of
+  // at most `batch` rows per statement (each its own short transaction, so it never holds locks
+  // for long or bloats one transaction), until nothing is left or `budget` has passed.
+  // Cumulative stats are not touched: they keep counting what the pruned history recorded.
+  prune_result prune(const retention& keep,
+                     std::chrono::milliseconds budget = std::chrono::seconds(5), int batch = 5000);
+
   // Sum of connection budgets registered by live nodes other than `except_node`.
   [[nodiscard]] int budget_of_other_nodes(const std::string& except_node = {});
 
