@@ -3,6 +3,7 @@
 // tables and indexes of sql/migrations exist, and the claim query is served by tasks_claim.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <latch>
 #include <mutex>
@@ -13,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sluice/sched/schedule.hpp"
 #include "sluice/sched/store.hpp"
 #include "support/sched_test_env.hpp"
 
@@ -174,6 +176,27 @@ TEST_F(SchedMigrate, TablesIndexesAndTriggerExist) {
                                   env.schema())
                               .one<std::string>();
   EXPECT_TRUE(contains(def, "WHERE")) << def;
+
+  // Names are unique through a partial index that holds named tasks only (version 2): unnamed
+  // tasks add no entries to it, and the constraint of version 1 that indexed every row is gone.
+  const std::string name_def = env.sql()
+                                   .query(
+                                       "SELECT indexdef FROM pg_indexes WHERE schemaname = $1"
+                                       " AND indexname = 'tasks_name_unique'",
+                                       env.schema())
+                                   .one<std::string>();
+  EXPECT_TRUE(contains(name_def, "UNIQUE")) << name_def;
+  EXPECT_TRUE(contains(name_def, "WHERE (name IS NOT NULL)")) << name_def;
+  EXPECT_FALSE(indexes.count("tasks_name_key"));
+  for (int i = 0; i < 3; ++i) {
+    sched::task_spec spec;
+    spec.type = "unnamed";
+    spec.when = sched::schedule::once(std::chrono::system_clock::now() + std::chrono::hours(1));
+    env.store().create(spec);
+  }
+  // A btree without entries is its metapage alone; the first entry adds a leaf page.
+  EXPECT_EQ(env.scalar("SELECT pg_relation_size($1::regclass)", env.q("tasks_name_unique")), 8192)
+      << "unnamed tasks are in the name index";
 }
 
 // The claim must stay an index range scan however many tasks pile up: with 100,000 tasks of ten
