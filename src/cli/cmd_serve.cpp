@@ -761,6 +761,7 @@ int serve(const serve_options& opt) {
     hs.max_body_bytes = cfg.http.max_body_bytes;
     hs.history = cfg.http.history;
     hs.sample_interval = cfg.http.sample_interval;
+    hs.allowed_hosts = cfg.http.allowed_hosts;
     std::vector<std::string> task_pools;
     for (const auto& p : cfg.pools)
       task_pools.push_back(p.name);

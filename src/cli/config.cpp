@@ -870,6 +870,32 @@ daemon_config parse_text(std::string_view text, std::string source,
                              std::to_string(max_history_samples) +
                              " are allowed: shorten history or lengthen sample_interval");
   }
+  if (const toml::node* n = http.node("allowed_hosts")) {
+    const auto* list = n->as_array();
+    if (list == nullptr) {
+      http.fail("allowed_hosts",
+                "expected an array of host names, got " + std::string(type_name(*n)));
+    }
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const toml::node& item = *list->get(i);
+      const std::string key = "http.allowed_hosts[" + std::to_string(i) + "]";
+      const auto* name = item.as_string();
+      if (name == nullptr) {
+        ctx.fail(key, "expected a string, got " + std::string(type_name(item)),
+                 where(item.source()));
+      }
+      const std::string& h = name->get();
+      if (h.empty() || h.size() > 253 || has_space_or_control(h) ||
+          h.find_first_of(":/[]@") != std::string::npos) {
+        ctx.fail(key,
+                 "'" + h.substr(0, 100) +
+                     "' is not a host name (give the name alone, without scheme or port, "
+                     "or \"*\" for any)",
+                 where(item.source()));
+      }
+      hc.allowed_hosts.push_back(h);
+    }
+  }
   http.finish();
   if (auto v = env_value(env, "SLUICE_API_TOKEN")) {
     if (auto problem = token_problem(*v)) ctx.fail_env("SLUICE_API_TOKEN", *problem);
@@ -1217,6 +1243,7 @@ std::string daemon_config::to_json_redacted() const {
       {"max_body_bytes", http.max_body_bytes},
       {"history", dur(http.history)},
       {"sample_interval", dur(http.sample_interval)},
+      {"allowed_hosts", http.allowed_hosts},
   };
   j["commands"] = {
       {"allow", commands.allow},

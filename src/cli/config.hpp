@@ -88,6 +88,8 @@ struct http_config {
   std::size_t max_body_bytes = 1024 * 1024;
   std::chrono::milliseconds history = std::chrono::hours(1);  // in-memory pool history kept
   std::chrono::milliseconds sample_interval = std::chrono::seconds(5);
+  // Host names the Host header may carry besides IP literals and localhost; "*": any.
+  std::vector<std::string> allowed_hosts;
 };
 
 struct commands_config {

@@ -350,7 +350,18 @@ struct server::impl {
     // httplib 0.11 waits for a body until the read timeout when a POST/PUT/PATCH has neither
     // Content-Length nor Transfer-Encoding (curl -X POST sends neither), then answers 400. By
     // RFC 9112 such a request has an empty body: route it here, before httplib tries to read.
-    httplib::Server::HandlerWithResponse bodyless = [other](const Request& req, Response& res) {
+    httplib::Server::HandlerWithResponse bodyless = [this, other](const Request& req,
+                                                                  Response& res) {
+      // Before anything else, and before a body is read: a request under a host name this
+      // server does not answer to is refused (DNS rebinding).
+      const std::string host = req.get_header_value("Host");
+      if (!host_allowed(host, settings.allowed_hosts)) {
+        send_error(res, error_code::forbidden,
+                   "host '" + host.substr(0, 100) +
+                       "' is not allowed; reach this server by IP address or localhost, or add "
+                       "the name to http.allowed_hosts");
+        return httplib::Server::HandlerResponse::Handled;
+      }
       const bool expects_body =
           req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
       if (!expects_body || req.has_header("Content-Length") ||

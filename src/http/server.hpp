@@ -43,6 +43,9 @@ struct server_settings {
   // How long /ready waits for a lane connection before the database check fails.
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(1);
   std::size_t threads = 8;  // request-serving threads
+  // Host names accepted in the Host header besides IP literals and localhost (DNS-rebinding
+  // defence, see host_allowed() in http/auth.hpp); "*" accepts any.
+  std::vector<std::string> allowed_hosts;
 };
 
 // What the server serves from. Everything here must outlive the server.

@@ -479,6 +479,41 @@ TEST_F(HttpApi, TaskLifecycle) {
 
 // curl -X POST sends no Content-Length: the request has an empty body (RFC 9112) and must be
 // served at once, not after a read timeout.
+// DNS rebinding: a request under a host name the server does not answer to is refused before
+// it reaches any route, the dashboard's included, and writes nothing even with the token.
+TEST_F(HttpApi, ForeignHostNamesAreRefused) {
+  const int port = server_->port();
+  const auto get_with_host = [&](const std::string& path, const std::string& host) {
+    return raw_exchange(
+        port, "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n");
+  };
+  for (const std::string path : {"/api/v1/scheduler", "/api/v1/tasks", "/metrics", "/"}) {
+    const std::string reply =
+        get_with_host(path, "rebind.attacker.example:" + std::to_string(port));
+    EXPECT_EQ(reply.rfind("HTTP/1.1 403", 0), 0U) << path << "\n" << reply;
+    EXPECT_NE(reply.find("\"code\":\"forbidden\""), std::string::npos) << reply;
+    EXPECT_NE(reply.find("http.allowed_hosts"), std::string::npos) << reply;
+  }
+  for (const std::string host :
+       {"localhost:" + std::to_string(port), "127.0.0.1:" + std::to_string(port),
+        "[::1]:" + std::to_string(port), "LOCALHOST", "dash.localhost"}) {
+    const std::string reply = get_with_host("/api/v1/scheduler", host);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0U) << host << "\n" << reply;
+  }
+
+  const auto before = body(get("/api/v1/tasks"))["tasks"].size();
+  const std::string create_body =
+      R"({"type": "noop", "schedule": {"kind": "once", "at": ")" + in_an_hour() + R"("}})";
+  const std::string refused = raw_exchange(
+      port,
+      "POST /api/v1/tasks HTTP/1.1\r\nHost: rebind.attacker.example\r\nAuthorization: "
+      "Bearer " +
+          token + "\r\nContent-Type: application/json\r\nContent-Length: " +
+          std::to_string(create_body.size()) + "\r\nConnection: close\r\n\r\n" + create_body);
+  EXPECT_EQ(refused.rfind("HTTP/1.1 403", 0), 0U) << refused;
+  EXPECT_EQ(body(get("/api/v1/tasks"))["tasks"].size(), before);
+}
+
 TEST_F(HttpApi, PostWithoutContentLength) {
   const auto id =
       create({{"type", "noop"}, {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});

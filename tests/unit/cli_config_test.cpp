@@ -150,6 +150,7 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.http.max_body_bytes, 1024u * 1024u);
   EXPECT_EQ(c.http.history, 1h);
   EXPECT_EQ(c.http.sample_interval, 5s);
+  EXPECT_TRUE(c.http.allowed_hosts.empty());
 
   EXPECT_TRUE(c.commands.allow.empty());
   EXPECT_EQ(c.log.format, sluice::cli::log_format::text);
@@ -232,6 +233,7 @@ token = "0123456789abcdef0123"
 max_body_bytes = "2MiB"
 history = "30m"
 sample_interval = "10s"
+allowed_hosts = ["sched.internal", "*"]
 
 [commands]
 allow = ["/usr/bin/true", "/usr/bin/false", "/usr/bin/true"]
@@ -317,6 +319,7 @@ TEST(Config, EverySectionIsRead) {
   EXPECT_EQ(c.http.max_body_bytes, 2u * 1024u * 1024u);
   EXPECT_EQ(c.http.history, 30min);
   EXPECT_EQ(c.http.sample_interval, 10s);
+  EXPECT_EQ(c.http.allowed_hosts, (std::vector<std::string>{"sched.internal", "*"}));
 
   EXPECT_EQ(c.commands.allow, (std::vector<std::string>{"/usr/bin/true", "/usr/bin/false"}));
   EXPECT_EQ(c.commands.default_timeout, 2min);
@@ -382,6 +385,11 @@ TEST(Config, OutOfRangeValuesAreRefused) {
               "at least twice heartbeat_interval");
   parse_error("[scheduler]\nrun_retention = \"90m\"\n", "whole number of hours");
   parse_error("[scheduler]\ntask_retention = \"400d\"\n", "task_retention");
+  parse_error("[http]\nallowed_hosts = \"sched.internal\"\n", "expected an array of host names");
+  EXPECT_EQ(parse_error("[http]\nallowed_hosts = [\"ok\", 7]\n", "expected a string").key(),
+            "http.allowed_hosts[1]");
+  parse_error("[http]\nallowed_hosts = [\"http://sched.internal:8080\"]\n",
+              "without scheme or port");
   e = parse_error("[scheduler]\nworkers = 4\n[scheduler.concurrency]\nsql = 5\n",
                   "between 1 and scheduler.workers (4), got 5");
   EXPECT_EQ(e.key(), "scheduler.concurrency.sql");

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -53,6 +54,27 @@ TEST(HttpAuth, BearerTokenParsing) {
 }
 
 // ---- errors ----------------------------------------------------------------------------------
+
+TEST(HttpAuth, HostAllowedAcceptsOnlyThisServersNames) {
+  const std::vector<std::string> none;
+  for (const char* ok : {"", "127.0.0.1", "127.0.0.1:8080", "10.1.2.3:80", "[::1]", "[::1]:8080",
+                         "[fe80::1]", "localhost", "localhost:8080", "LocalHost", "localhost.",
+                         "localhost.:9", "dash.localhost", "a.b.localhost:1"}) {
+    EXPECT_TRUE(http::host_allowed(ok, none)) << ok;
+  }
+  for (const char* bad : {"evil.example", "evil.example:8080", "localhost.evil.example",
+                          "evillocalhost", "127.0.0.1.evil.example", "[::1", "[::1]x", "[nonsense]",
+                          ":8080", "1.2.3", "0x7f000001", "sched.internal"}) {
+    EXPECT_FALSE(http::host_allowed(bad, none)) << bad;
+  }
+  const std::vector<std::string> list = {"Sched.Internal", "dash.example.com."};
+  EXPECT_TRUE(http::host_allowed("sched.internal:8080", list));
+  EXPECT_TRUE(http::host_allowed("SCHED.INTERNAL", list));
+  EXPECT_TRUE(http::host_allowed("dash.example.com", list));
+  EXPECT_FALSE(http::host_allowed("other.internal", list));
+  EXPECT_FALSE(http::host_allowed("internal", list));
+  EXPECT_TRUE(http::host_allowed("anything.at.all:1", {"*"}));
+}
 
 TEST(HttpErrors, CodesAndStatuses) {
   EXPECT_EQ(http::to_string(http::error_code::payload_too_large), "payload_too_large");
