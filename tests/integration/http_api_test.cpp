@@ -494,9 +494,10 @@ TEST_F(HttpApi, ForeignHostNamesAreRefused) {
     EXPECT_NE(reply.find("\"code\":\"forbidden\""), std::string::npos) << reply;
     EXPECT_NE(reply.find("http.allowed_hosts"), std::string::npos) << reply;
   }
-  for (const std::string host :
-       {"localhost:" + std::to_string(port), "127.0.0.1:" + std::to_string(port),
-        "[::1]:" + std::to_string(port), "LOCALHOST", "dash.localhost"}) {
+  const std::vector<std::string> local_hosts = {
+      "localhost:" + std::to_string(port), "127.0.0.1:" + std::to_string(port),
+      "[::1]:" + std::to_string(port), "LOCALHOST", "dash.localhost"};
+  for (const std::string& host : local_hosts) {
     const std::string reply = get_with_host("/api/v1/scheduler", host);
     EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0U) << host << "\n" << reply;
   }
@@ -505,11 +506,10 @@ TEST_F(HttpApi, ForeignHostNamesAreRefused) {
   const std::string create_body =
       R"({"type": "noop", "schedule": {"kind": "once", "at": ")" + in_an_hour() + R"("}})";
   const std::string refused = raw_exchange(
-      port,
-      "POST /api/v1/tasks HTTP/1.1\r\nHost: rebind.attacker.example\r\nAuthorization: "
-      "Bearer " +
-          token + "\r\nContent-Type: application/json\r\nContent-Length: " +
-          std::to_string(create_body.size()) + "\r\nConnection: close\r\n\r\n" + create_body);
+      port, std::string("POST /api/v1/tasks HTTP/1.1\r\nHost: rebind.attacker.example\r\n") +
+                "Authorization: Bearer " + token +
+                "\r\nContent-Type: application/json\r\nContent-Length: " +
+                std::to_string(create_body.size()) + "\r\nConnection: close\r\n\r\n" + create_body);
   EXPECT_EQ(refused.rfind("HTTP/1.1 403", 0), 0U) << refused;
   EXPECT_EQ(body(get("/api/v1/tasks"))["tasks"].size(), before);
 }
