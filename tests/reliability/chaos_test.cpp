@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <unistd.h>
 
 #include "support/daemon_process.hpp"
 #include "support/pg_test_env.hpp"
@@ -42,6 +44,28 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 namespace {
+
+// CPU time (user + system) a process has used so far, from /proc/<pid>/stat; 0 if unreadable.
+double cpu_seconds(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // Fields after the command name, which is in parentheses and may hold spaces: state is field
+  // 3, utime 14 and stime 15.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  std::istringstream in(p + 2);
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int k = 3; k <= 15 && (in >> field); ++k) {
+    if (k == 14) utime = std::stoull(field);
+    if (k == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 
 constexpr const char* token = "reliability-token-0123456789";
 
@@ -636,9 +660,23 @@ TEST_F(Reliability, ConnectionExhaustion) {
   const auto cycles_b = cycles_at("relb");
   bool ready_saturated = false;
   bool metrics_saturated = false;
-  const auto held_until = steady_clock::now() + phase;
+  bool api_saturated = false;  // what the dashboard's pool cards are drawn from
+  std::vector<double> cpu_before;
+  for (auto& n : nodes_)
+    cpu_before.push_back(cpu_seconds(n->pid()));
+  const auto held_from = steady_clock::now();
+  const auto held_until = held_from + phase;
   while (steady_clock::now() < held_until) {
     for (auto& n : nodes_) {
+      const auto p = n->get("/api/v1/pools");
+      const auto pools = nlohmann::json::parse(p.body, nullptr, false);
+      if (p.status == 200 && pools.is_object() && pools["pools"].is_array()) {
+        for (const auto& pool : pools["pools"]) {
+          if (pool.value("saturated", false) || pool.value("waiting", 0) > 0 ||
+              pool.value("server_refusals", 0) > 0)
+            api_saturated = true;
+        }
+      }
       const auto r = n->get("/ready");
       if (r.status == 503 && (r.body.find("saturated") != std::string::npos ||
                               r.body.find("exhausted") != std::string::npos))
@@ -663,6 +701,18 @@ TEST_F(Reliability, ConnectionExhaustion) {
   EXPECT_TRUE(ready_saturated) << "/ready never reported a saturated or exhausted pool";
   EXPECT_TRUE(metrics_saturated)
       << "/metrics never reported saturation, refusals or waiting borrowers";
+  EXPECT_TRUE(api_saturated)
+      << "/api/v1/pools (the dashboard's source) never showed saturation, refusals or waiting";
+  // No spinning: a node that retried connects in a loop would burn a core. Working on its held
+  // connections (handlers that sleep 0.1 s) and backing off costs a few percent of one.
+  const double held_s = std::chrono::duration<double>(steady_clock::now() - held_from).count();
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    const double share = (cpu_seconds(nodes_[i]->pid()) - cpu_before[i]) / held_s;
+    std::printf("[figures] ConnectionExhaustion: node %zu used %.1f %% of one core while held\n", i,
+                100 * share);
+    EXPECT_LT(share, 0.5) << "node " << i << " used " << 100 * share
+                          << " % of a core while the server was full: spinning?";
+  }
   for (auto& n : nodes_)
     EXPECT_TRUE(n->running()) << n->log();
 
