@@ -770,6 +770,9 @@ int serve(const serve_options& opt) {
                   [types, task_pools, commands](std::string_view type, std::string_view payload) {
                     validate_task(type, payload, types, task_pools, *commands);
                   },
+                  [aliases = cfg.types](sched::task_spec& spec) {
+                    daemon_config::apply_alias_defaults(aliases, spec);
+                  },
                   std::string(version_string), started});
     d.server = std::make_unique<http::server>(hs, *d.app);
     d.server->set_static_handler(http::make_dashboard_handler());

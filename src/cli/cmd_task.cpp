@@ -110,11 +110,12 @@ struct add_options {
   std::string payload = "{}";
   std::optional<std::string> at, every, cron;
   std::string tz = "UTC";
-  int priority = 0;
-  int max_attempts = 3;
-  std::string timeout = "60s";
-  std::string backoff_base = "1s";
-  std::string backoff_cap = "1h";
+  // Unset: the [types.NAME] default of the configuration, else the general default.
+  std::optional<int> priority;
+  std::optional<int> max_attempts;
+  std::optional<std::string> timeout;
+  std::optional<std::string> backoff_base;
+  std::optional<std::string> backoff_cap;
   std::string misfire = "coalesce";
   std::string misfire_grace = "60s";
   int catch_up_limit = 10;
@@ -142,11 +143,14 @@ void run_add(const add_options& opt) {
   if (!payload.is_object()) throw command_error("payload: must be a JSON object ({...})");
   spec.payload = payload.dump();
   spec.when = schedule_of(opt);
-  spec.priority = opt.priority;
-  spec.max_attempts = opt.max_attempts;
-  spec.timeout = parse_duration_option(opt.timeout, "--timeout");
-  spec.backoff_base = parse_duration_option(opt.backoff_base, "--backoff-base");
-  spec.backoff_cap = parse_duration_option(opt.backoff_cap, "--backoff-cap");
+  const daemon_config cfg = resolve_config(opt.common);
+  cfg.apply_type_defaults(spec);
+  if (opt.priority) spec.priority = *opt.priority;
+  if (opt.max_attempts) spec.max_attempts = *opt.max_attempts;
+  if (opt.timeout) spec.timeout = parse_duration_option(*opt.timeout, "--timeout");
+  if (opt.backoff_base)
+    spec.backoff_base = parse_duration_option(*opt.backoff_base, "--backoff-base");
+  if (opt.backoff_cap) spec.backoff_cap = parse_duration_option(*opt.backoff_cap, "--backoff-cap");
   spec.misfire = sched::parse_misfire_policy(opt.misfire);
   spec.misfire_grace = std::chrono::duration_cast<std::chrono::seconds>(
       parse_duration_option(opt.misfire_grace, "--misfire-grace"));
@@ -154,7 +158,6 @@ void run_add(const add_options& opt) {
   spec.pause_after_failures = opt.pause_after_failures;
   spec.validate();  // before connecting: a bad option is reported without a round trip
 
-  const daemon_config cfg = resolve_config(opt.common);
   database_session db(cfg);
   db.store().check_schema(true);
   const std::int64_t id = db.store().create(spec);
@@ -355,16 +358,16 @@ void register_task(CLI::App& app) {
     cmd->add_option("--cron", opt->cron, "Run on a five-field cron expression ('*/5 * * * *')");
     cmd->add_option("--tz", opt->tz, "Time zone of --cron (IANA name such as Europe/Berlin)")
         ->capture_default_str();
+    // Defaults shown are the general ones; a [types.NAME] section of --config may set others.
     cmd->add_option("--priority", opt->priority, "-1000..1000, higher runs first among due tasks")
-        ->capture_default_str();
+        ->default_str("0");
     cmd->add_option("--max-attempts", opt->max_attempts, "Attempts per occurrence, 1..1000")
-        ->capture_default_str();
+        ->default_str("3");
     cmd->add_option("--timeout", opt->timeout, "Longest run (90, 30s, 500ms, 5m)")
-        ->capture_default_str();
+        ->default_str("60s");
     cmd->add_option("--backoff-base", opt->backoff_base, "First retry delay, doubling per attempt")
-        ->capture_default_str();
-    cmd->add_option("--backoff-cap", opt->backoff_cap, "Longest retry delay")
-        ->capture_default_str();
+        ->default_str("1s");
+    cmd->add_option("--backoff-cap", opt->backoff_cap, "Longest retry delay")->default_str("1h");
     cmd->add_option("--misfire", opt->misfire,
                     "Recurring tasks found late: coalesce (run once), catch_up (run each missed "
                     "fire), skip")

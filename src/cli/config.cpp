@@ -819,8 +819,23 @@ daemon_config parse_text(std::string_view text, std::string source,
       t.fail("handler", "'" + *handler + "' is not a built-in handler (" + join(handlers, ", ") +
                             "); an alias cannot name another alias");
     }
+    task_defaults d;
+    d.priority = t.small_integer("priority", -1000, 1000);
+    d.max_attempts = t.small_integer("max_attempts", 1, 1000);
+    constexpr auto year = std::chrono::hours(24 * 366);
+    d.timeout = t.duration("timeout", 1ms, year);
+    d.backoff_base = t.duration("backoff_base", 0ms, year);
+    d.backoff_cap = t.duration("backoff_cap", 0ms, year);
+    const sched::task_spec general;
+    if (d.backoff_cap.value_or(general.backoff_cap) <
+        d.backoff_base.value_or(general.backoff_base)) {
+      t.fail(d.backoff_cap ? "backoff_cap" : "backoff_base",
+             "backoff_cap (" + format_duration(d.backoff_cap.value_or(general.backoff_cap)) +
+                 ") must be at least backoff_base (" +
+                 format_duration(d.backoff_base.value_or(general.backoff_base)) + ")");
+    }
     t.finish();
-    cfg.types.push_back({name, *handler});
+    cfg.types.push_back({name, *handler, d});
   }
   types.finish();
   std::sort(cfg.types.begin(), cfg.types.end(),
@@ -1170,6 +1185,20 @@ std::optional<std::string> daemon_config::handler_of(std::string_view type) cons
   return std::nullopt;
 }
 
+void daemon_config::apply_alias_defaults(const std::vector<task_type_alias>& aliases,
+                                         sched::task_spec& spec) {
+  for (const auto& t : aliases) {
+    if (t.name != spec.type) continue;
+    const task_defaults& d = t.defaults;
+    if (d.priority) spec.priority = *d.priority;
+    if (d.max_attempts) spec.max_attempts = *d.max_attempts;
+    if (d.timeout) spec.timeout = *d.timeout;
+    if (d.backoff_base) spec.backoff_base = *d.backoff_base;
+    if (d.backoff_cap) spec.backoff_cap = *d.backoff_cap;
+    return;
+  }
+}
+
 std::string daemon_config::to_json_redacted() const {
   using json = nlohmann::ordered_json;
   const auto dur = [](milliseconds d) { return format_duration(d); };
@@ -1251,8 +1280,16 @@ std::string daemon_config::to_json_redacted() const {
       {"max_output_bytes", commands.max_output_bytes},
   };
   json types_json = json::object();
-  for (const auto& t : types)
-    types_json[t.name] = {{"handler", t.handler}};
+  for (const auto& t : types) {
+    json entry = {{"handler", t.handler}};
+    const task_defaults& d = t.defaults;
+    if (d.priority) entry["priority"] = *d.priority;
+    if (d.max_attempts) entry["max_attempts"] = *d.max_attempts;
+    if (d.timeout) entry["timeout"] = dur(*d.timeout);
+    if (d.backoff_base) entry["backoff_base"] = dur(*d.backoff_base);
+    if (d.backoff_cap) entry["backoff_cap"] = dur(*d.backoff_cap);
+    types_json[t.name] = std::move(entry);
+  }
   j["types"] = std::move(types_json);
   j["log"] = {{"format", std::string(to_string(log.format))},
               {"level", std::string(to_string(log.level))}};

@@ -108,9 +108,20 @@ inline constexpr std::string_view builtin_handlers[] = {"command", "http", "noop
 // the built-in handlers runs. Tasks of that type are claimed, limited by
 // [scheduler.concurrency] and counted under their own name, and their payload has the handler's
 // format and is checked by the handler's rules.
+// Defaults of a [types.NAME] alias for the task settings a new task does not give itself
+// (through the API's POST /api/v1/tasks or `sluice task add`). Unset: the general defaults.
+struct task_defaults {
+  std::optional<int> priority;
+  std::optional<int> max_attempts;
+  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::milliseconds> backoff_base;
+  std::optional<std::chrono::milliseconds> backoff_cap;
+};
+
 struct task_type_alias {
   std::string name;     // the task type, 1 to 100 of A-Z a-z 0-9 _ . : - and not a built-in
   std::string handler;  // one of builtin_handlers
+  task_defaults defaults;
 };
 
 struct log_config {
@@ -148,6 +159,11 @@ struct daemon_config {
   // The built-in handler that runs tasks of `type`: the type itself when it is a built-in, its
   // alias's handler, or nullopt when this configuration runs no such type.
   [[nodiscard]] std::optional<std::string> handler_of(std::string_view type) const;
+  // Sets in `spec` the defaults that [types.<spec.type>] gives (nothing for other types). Call
+  // it on a new spec whose type is set, before the settings the task gives itself.
+  void apply_type_defaults(sched::task_spec& spec) const { apply_alias_defaults(types, spec); }
+  static void apply_alias_defaults(const std::vector<task_type_alias>& aliases,
+                                   sched::task_spec& spec);
 
   // Everything above as JSON, for `sluice serve --print-config`: passwords removed from every
   // conninfo, the token replaced by whether one is set, durations as strings ("30s", "1m30s").

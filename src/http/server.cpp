@@ -572,7 +572,7 @@ struct server::impl {
   }
 
   void create(const Request& req, Response& res) {
-    const sched::task_spec spec = task_spec_from_json(std::string_view(req.body));
+    const sched::task_spec spec = task_spec_from_json(std::string_view(req.body), a.type_defaults);
     if (a.validate_payload) {
       try {
         a.validate_payload(spec.type, spec.payload);

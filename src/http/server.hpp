@@ -57,6 +57,9 @@ struct app {
   // Called before a task is created; throws (any std::exception) to refuse it with 400 and the
   // exception's message. May be empty.
   std::function<void(std::string_view type, std::string_view payload)> validate_payload;
+  // Sets a new task's per-type defaults (the daemon's [types.NAME] settings) once its type is
+  // known, before the request's own settings are applied. May be empty.
+  std::function<void(sched::task_spec&)> type_defaults;
   std::string version;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };

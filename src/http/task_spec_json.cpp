@@ -202,7 +202,7 @@ sched::schedule schedule_from(const json& s) {
 
 }  // namespace
 
-sched::task_spec task_spec_from_json(const json& body) {
+sched::task_spec task_spec_from_json(const json& body, const spec_defaults& defaults) {
   if (!body.is_object()) bad("request body: expected a JSON object, got " + kind_of(body));
   refuse_unknown_keys(body, "",
                       {"type", "name", "payload", "schedule", "priority", "max_attempts",
@@ -216,6 +216,7 @@ sched::task_spec task_spec_from_json(const json& body) {
   if (spec.type.empty() || spec.type.size() > 100) {
     bad("type: must be 1-100 characters of A-Z a-z 0-9 _ . : -");
   }
+  if (defaults) defaults(spec);
 
   if (const auto name = body.find("name"); name != body.end() && !name->is_null()) {
     const std::string& n = string_field(*name, "name");
@@ -285,8 +286,8 @@ sched::task_spec task_spec_from_json(const json& body) {
   return spec;
 }
 
-sched::task_spec task_spec_from_json(std::string_view text) {
-  return task_spec_from_json(parse_json_body(text));
+sched::task_spec task_spec_from_json(std::string_view text, const spec_defaults& defaults) {
+  return task_spec_from_json(parse_json_body(text), defaults);
 }
 
 sched::time_point reschedule_time_from_json(const json& body) {

@@ -18,6 +18,7 @@
 // Thread-safety: pure functions. Throws: api_error(bad_request) for every input it refuses, and
 // nothing else (std::bad_alloc aside) whatever the input, so it can be fuzzed directly.
 
+#include <functional>
 #include <string_view>
 
 #include "http/json.hpp"
@@ -29,10 +30,15 @@ namespace sluice::http {
 // year. Beyond that the database's time arithmetic on them could overflow.
 inline constexpr std::int64_t max_task_duration_ms = 366LL * 24 * 3600 * 1000;
 
-// The returned spec has passed task_spec::validate().
-[[nodiscard]] sched::task_spec task_spec_from_json(const json& body);
+// `defaults`, when set, is given the new spec as soon as its type is known, before the body's
+// own settings: the daemon's per-type defaults. The returned spec has passed
+// task_spec::validate().
+using spec_defaults = std::function<void(sched::task_spec&)>;
+[[nodiscard]] sched::task_spec task_spec_from_json(const json& body,
+                                                   const spec_defaults& defaults = {});
 // parse_json_body(text), then the above.
-[[nodiscard]] sched::task_spec task_spec_from_json(std::string_view text);
+[[nodiscard]] sched::task_spec task_spec_from_json(std::string_view text,
+                                                   const spec_defaults& defaults = {});
 
 // The body of POST /api/v1/tasks/{id}/reschedule: {"at": "<RFC 3339>"}. Same error contract.
 [[nodiscard]] sched::time_point reschedule_time_from_json(const json& body);

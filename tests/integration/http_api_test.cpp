@@ -55,6 +55,7 @@ class HttpApi : public ::testing::Test {
                                                  *scheduler_,
                                                  env_->store(),
                                                  {},
+                                                 {},
                                                  "9.9.9-test",
                                                  std::chrono::steady_clock::now()});
     app_->validate_payload = [](std::string_view type, std::string_view payload) {
@@ -62,6 +63,12 @@ class HttpApi : public ::testing::Test {
       if (payload.find("forbidden") != std::string_view::npos) {
         throw std::invalid_argument("payload: 'forbidden' is not allowed");
       }
+    };
+    // Per-type defaults, as the daemon's [types.slow.report] would give them.
+    app_->type_defaults = [](sched::task_spec& spec) {
+      if (spec.type != "slow.report") return;
+      spec.timeout = 5min;
+      spec.max_attempts = 9;
     };
     server_ = start_server(token);
     client_ = client_for(*server_);
@@ -512,6 +519,27 @@ TEST_F(HttpApi, ForeignHostNamesAreRefused) {
                 std::to_string(create_body.size()) + "\r\nConnection: close\r\n\r\n" + create_body);
   EXPECT_EQ(refused.rfind("HTTP/1.1 403", 0), 0U) << refused;
   EXPECT_EQ(body(get("/api/v1/tasks"))["tasks"].size(), before);
+}
+
+// Per-type defaults ([types.NAME] in the daemon) fill in what the body leaves out; what the body
+// gives wins.
+TEST_F(HttpApi, TypeDefaultsFillWhatTheBodyLeavesOut) {
+  const auto defaulted =
+      create({{"type", "slow.report"}, {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});
+  const json d = body(get("/api/v1/tasks/" + std::to_string(defaulted)));
+  EXPECT_EQ(d["timeout_ms"], 300000) << d;
+  EXPECT_EQ(d["max_attempts"], 9) << d;
+
+  const auto given = create({{"type", "slow.report"},
+                             {"max_attempts", 2},
+                             {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});
+  const json g = body(get("/api/v1/tasks/" + std::to_string(given)));
+  EXPECT_EQ(g["timeout_ms"], 300000) << g;
+  EXPECT_EQ(g["max_attempts"], 2) << g;
+
+  const auto other =
+      create({{"type", "noop"}, {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});
+  EXPECT_EQ(body(get("/api/v1/tasks/" + std::to_string(other)))["timeout_ms"], 60000);
 }
 
 TEST_F(HttpApi, PostWithoutContentLength) {

@@ -430,6 +430,46 @@ TEST(Config, TypesMapCustomTaskTypesToBuiltInHandlers) {
   EXPECT_TRUE(nlohmann::json::parse(empty.to_json_redacted())["types"].empty());
 }
 
+TEST(Config, TypesCarryDefaultsForNewTasks) {
+  const auto c = parse(
+      "[types.oauth_token_check]\nhandler = \"sql\"\ntimeout = \"5s\"\nmax_attempts = 7\n"
+      "priority = -3\nbackoff_base = \"250ms\"\nbackoff_cap = \"10s\"\n"
+      "[types.site_analysis]\nhandler = \"http\"\n");
+  sluice::sched::task_spec spec;
+  spec.type = "oauth_token_check";
+  c.apply_type_defaults(spec);
+  EXPECT_EQ(spec.timeout, 5s);
+  EXPECT_EQ(spec.max_attempts, 7);
+  EXPECT_EQ(spec.priority, -3);
+  EXPECT_EQ(spec.backoff_base, 250ms);
+  EXPECT_EQ(spec.backoff_cap, 10s);
+  // An alias without defaults, a built-in type and an unknown type keep the general defaults.
+  const sluice::sched::task_spec general;
+  for (const char* type : {"site_analysis", "sql", "nobody"}) {
+    sluice::sched::task_spec s;
+    s.type = type;
+    c.apply_type_defaults(s);
+    EXPECT_EQ(s.timeout, general.timeout) << type;
+    EXPECT_EQ(s.max_attempts, general.max_attempts) << type;
+    EXPECT_EQ(s.priority, general.priority) << type;
+  }
+  const auto j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["types"]["oauth_token_check"]["timeout"], "5s");
+  EXPECT_EQ(j["types"]["oauth_token_check"]["max_attempts"], 7);
+  EXPECT_FALSE(j["types"]["site_analysis"].contains("timeout"));
+
+  auto e = parse_error("[types.t]\nhandler = \"sql\"\nmax_attempts = 0\n", "max_attempts");
+  EXPECT_EQ(e.key(), "types.t.max_attempts");
+  e = parse_error("[types.t]\nhandler = \"sql\"\ntimeout = \"0s\"\n", "timeout");
+  EXPECT_EQ(e.key(), "types.t.timeout");
+  e = parse_error("[types.t]\nhandler = \"sql\"\nbackoff_base = \"2h\"\n",
+                  "backoff_cap (1h) must be at least backoff_base (2h)");
+  EXPECT_EQ(e.key(), "types.t.backoff_base");
+  e = parse_error("[types.t]\nhandler = \"sql\"\nbackoff_base = \"5s\"\nbackoff_cap = \"1s\"\n",
+                  "must be at least backoff_base");
+  EXPECT_EQ(e.key(), "types.t.backoff_cap");
+}
+
 TEST(Config, BadTypesNameTheKeyAndReason) {
   auto e = parse_error("[types.oauth_token_check]\nhandler = \"python\"\n",
                        "'python' is not a built-in handler (command, http, noop, sql)");
