@@ -298,6 +298,13 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       }
       workers_stop_ = true;
       cycle_stop_after_flush_ = true;
+      // Anything still queued (claimed after the queue was emptied above) goes back too: the
+      // cycle's final flush releases it.
+      for (auto& [type, q] : queued_) {
+        for (auto& rt : q)
+          releases_.push_back(rt);
+        q.clear();
+      }
       wake_locked();
     }
     worker_cv_.notify_all();
@@ -799,9 +806,22 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       claimed_n += tc.claimed;
     }
     counters_.skipped += skipped_total;
-    for (auto& rt : claimed)
-      queued_[rt->t.type].push_back(std::move(rt));
-    if (!claimed.empty()) worker_cv_.notify_all();
+    // A cycle that began before stop() may bring claims back after stop() emptied the queue:
+    // while draining they are handed back at once, as the queue's were (otherwise they could
+    // stay behind as 'running' under this node until a rescue, if the workers stop first).
+    const bool draining = state_ != scheduler_state::running;
+    for (auto& rt : claimed) {
+      if (draining)
+        releases_.push_back(std::move(rt));
+      else
+        queued_[rt->t.type].push_back(std::move(rt));
+    }
+    if (!claimed.empty()) {
+      if (draining)
+        wake_locked();
+      else
+        worker_cv_.notify_all();
+    }
 
     // When to look again: at once if a batch came back full, else at the next due time, within
     // the poll interval, which doubles while nothing happens (NOTIFY wakes us meanwhile).

@@ -258,6 +258,7 @@ class Reliability : public ::testing::Test {
     const std::string payload =
         nlohmann::json({{"pool", "app"}, {"transactional", true}, {"sql", statement}}).dump();
     // Straight into the table: one INSERT is faster than thousands of API requests.
+    const auto before_insert = steady_clock::now();  // no later than the server's now()
     admin_.query(
         "INSERT INTO sluice.tasks (type, payload, schedule_kind, schedule_spec, next_run_at,"
         " max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms)"
@@ -268,7 +269,7 @@ class Reliability : public ::testing::Test {
         payload, static_cast<std::int64_t>(n), static_cast<std::int64_t>(spread.count()),
         static_cast<std::int64_t>(timeout.count()));
     tasks_ += n;
-    last_due_ = std::max(last_due_, steady_clock::now() + spread);
+    last_due_ = std::max(last_due_, before_insert + spread);
   }
 
   std::int64_t scalar(const std::string& sql) { return admin_.query(sql).one<std::int64_t>(); }
