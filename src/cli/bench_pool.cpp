@@ -33,6 +33,7 @@
 #include <sys/resource.h>
 
 #include "cli/commands.hpp"
+#include "cli/counting_connector.hpp"
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/pool.hpp"
 
@@ -132,37 +133,6 @@ class latency_histogram {
   std::uint64_t count_ = 0;
   double sum_ns_ = 0;
   std::uint64_t max_ns_ = 0;
-};
-
-// The libpq connector, counting pre-pings: pool_stats has no such counter, and the number tells
-// how often pre_ping really cost a round trip (the pool judges idleness with a coarse clock).
-class counting_connector final : public pool::connector {
- public:
-  pg::connection connect(const pool::settings& s, std::uint64_t id) override {
-    return inner_->connect(s, id);
-  }
-  bool ping(pg::connection& c, std::uint64_t id) override {
-    pings_.fetch_add(1, std::memory_order_relaxed);
-    return inner_->ping(c, id);
-  }
-  bool reset(pg::connection& c, std::uint64_t id, pool::reset_mode mode) override {
-    return inner_->reset(c, id, mode);
-  }
-  // The pool calls these (bounded by the borrower's time left); forward them so the libpq
-  // connector's deadlines apply.
-  bool ping_within(pg::connection& c, std::uint64_t id, std::chrono::milliseconds budget) override {
-    pings_.fetch_add(1, std::memory_order_relaxed);
-    return inner_->ping_within(c, id, budget);
-  }
-  bool reset_within(pg::connection& c, std::uint64_t id, pool::reset_mode mode,
-                    std::chrono::milliseconds budget) override {
-    return inner_->reset_within(c, id, mode, budget);
-  }
-  [[nodiscard]] std::uint64_t pings() const noexcept { return pings_.load(); }
-
- private:
-  const std::shared_ptr<pool::connector> inner_ = pool::make_libpq_connector();
-  std::atomic<std::uint64_t> pings_{0};
 };
 
 enum phase : int { warming_up, measuring, finished };

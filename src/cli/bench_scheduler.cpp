@@ -34,6 +34,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "cli/counting_connector.hpp"
 #include "sluice/sched/scheduler.hpp"
 
 namespace sluice::cli {
@@ -130,37 +131,6 @@ double quantile(const std::vector<double>& sorted, double q) {
   const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
   return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
 }
-
-// The libpq connector, counting pre-pings: each is a round trip, and a transaction in
-// pg_stat_database, that the idle figure should be able to account for.
-class counting_connector final : public pool::connector {
- public:
-  pg::connection connect(const pool::settings& s, std::uint64_t id) override {
-    return inner_->connect(s, id);
-  }
-  bool ping(pg::connection& c, std::uint64_t id) override {
-    pings_.fetch_add(1, std::memory_order_relaxed);
-    return inner_->ping(c, id);
-  }
-  bool reset(pg::connection& c, std::uint64_t id, pool::reset_mode mode) override {
-    return inner_->reset(c, id, mode);
-  }
-  // The pool calls these (bounded by the borrower's time left); forward them so the libpq
-  // connector's deadlines apply.
-  bool ping_within(pg::connection& c, std::uint64_t id, std::chrono::milliseconds budget) override {
-    pings_.fetch_add(1, std::memory_order_relaxed);
-    return inner_->ping_within(c, id, budget);
-  }
-  bool reset_within(pg::connection& c, std::uint64_t id, pool::reset_mode mode,
-                    std::chrono::milliseconds budget) override {
-    return inner_->reset_within(c, id, mode, budget);
-  }
-  [[nodiscard]] std::uint64_t pings() const noexcept { return pings_.load(); }
-
- private:
-  const std::shared_ptr<pool::connector> inner_ = pool::make_libpq_connector();
-  std::atomic<std::uint64_t> pings_{0};
-};
 
 // Drops the benchmark's schema when the run ends, however it ends (unless asked to keep it).
 class schema_guard {
