@@ -19,6 +19,7 @@
 // second stop signal n ended the drain. docs/cli.md has the full description.
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -649,6 +650,7 @@ int serve(const serve_options& opt) {
   }
 
   const auto commands = std::make_shared<command_settings>(cfg.commands);
+  std::atomic<bool> superseded{false};
   daemon_parts d;
   const auto failed = [&](const std::string& what) {
     log.error("could not start: " + what);
@@ -705,7 +707,14 @@ int serve(const serve_options& opt) {
     }
 
     // The scheduler and its handlers; the node id is known from here on.
-    d.scheduler = std::make_unique<sched::scheduler>(cfg.scheduler_settings(), lane, d.pools.get());
+    sched::scheduler_settings ss = cfg.scheduler_settings();
+    // Another process took this node id over: its claims are gone, so this one drains and exits
+    // with an error (through the signal path, so the drain is the usual one).
+    ss.on_superseded = [&superseded](const std::string&) {
+      superseded = true;
+      ::kill(::getpid(), SIGTERM);
+    };
+    d.scheduler = std::make_unique<sched::scheduler>(std::move(ss), lane, d.pools.get());
     // Each alias of [types] runs the very handler of its built-in type, under its own name
     // (so its own concurrency limit and counters).
     const std::map<std::string, sched::handler, std::less<>> handlers = {
@@ -810,6 +819,10 @@ int serve(const serve_options& opt) {
   const auto drain_ms =
       std::chrono::duration_cast<milliseconds>(steady_clock::now() - drain_start).count();
   log.info("stopped after draining for " + std::to_string(drain_ms) + " ms");
+  if (superseded) {
+    log.error("exiting: another process runs as node " + d.scheduler->node_id());
+    return exit_start_failed;
+  }
   return 0;
 }
 

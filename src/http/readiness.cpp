@@ -99,6 +99,11 @@ check_result check_scheduler(const sched::scheduler_status& status, milliseconds
     r.reason = "scheduler is " + std::string(sched::to_string(status.state));
     return r;
   }
+  if (status.superseded) {
+    r.ok = false;
+    r.reason = status.last_error;
+    return r;
+  }
   if (status.last_cycle_at == steady_clock::time_point{}) {
     // Started, first cycle not finished yet: alive as long as it started recently.
     const auto since_start = now - status.started_at;

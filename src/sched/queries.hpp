@@ -102,12 +102,13 @@ inline constexpr const char* other_nodes_budget =
 
 // ---- engine -------------------------------------------------------------------------------
 
-// Claims up to $3 due tasks of type $2 for node $1 in one statement. SKIP LOCKED lets nodes claim
-// side by side without waiting on each other; the token bump fences every earlier claim.
+// Claims up to $3 due tasks of type $2 for node $1 (incarnation $4) in one statement. SKIP LOCKED
+// lets nodes claim side by side without waiting on each other; the token bump fences every earlier
+// claim.
 inline constexpr const char* claim =
     "UPDATE {s}.tasks t SET state = 'running', attempt = t.attempt + 1, claim_token = "
     "t.claim_token + 1,"
-    " claimed_by = $1, claimed_at = now(),"
+    " claimed_by = $1, claimed_incarnation = $4, claimed_at = now(),"
     " fire_time = CASE WHEN t.state = 'retryable' THEN coalesce(t.fire_time, t.next_run_at) ELSE "
     "t.next_run_at END,"
     " lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(), "
@@ -132,7 +133,7 @@ inline constexpr const char* complete =
     "), applied AS ("
     "  UPDATE {s}.tasks t SET state = i.new_state, next_run_at = i.next_run_at,"
     "    attempt = CASE WHEN i.reset_attempt THEN 0 ELSE t.attempt END,"
-    "    claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
+    "    claimed_by = NULL, claimed_incarnation = NULL, claimed_at = NULL, lease_until = NULL,"
     "    last_error = CASE WHEN i.outcome = 'succeeded' THEN t.last_error ELSE i.error END,"
     "    last_success_at = CASE WHEN i.outcome = 'succeeded' THEN i.finished_at ELSE "
     "t.last_success_at END,"
@@ -161,7 +162,8 @@ inline constexpr const char* complete_in_handler =
     "WITH applied AS ("
     "  UPDATE {s}.tasks t SET state = $4, next_run_at = $5, attempt = CASE WHEN $6 THEN 0 ELSE "
     "t.attempt END,"
-    "    claimed_by = NULL, claimed_at = NULL, lease_until = NULL, last_success_at = now(),"
+    "    claimed_by = NULL, claimed_incarnation = NULL, claimed_at = NULL, lease_until = NULL,"
+    "    last_success_at = now(),"
     "    consecutive_failures = 0, runs = t.runs + 1, updated_at = now()"
     "  WHERE t.id = $1 AND t.claim_token = $2 AND t.state = 'running' RETURNING t.id, t.type, "
     "t.attempt, t.fire_time"
@@ -181,16 +183,18 @@ inline constexpr const char* complete_in_handler =
 // Hands claims back untouched (stop() before the handler started, or cancelled at shutdown).
 inline constexpr const char* release_claims =
     "UPDATE {s}.tasks t SET state = 'available', attempt = greatest(t.attempt - 1, 0),"
-    " claim_token = t.claim_token + 1, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
-    " next_run_at = least(coalesce(t.next_run_at, now()), now()), updated_at = now()"
+    " claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
+    " claimed_at = NULL, lease_until = NULL, next_run_at = least(coalesce(t.next_run_at, now()), "
+    "now()), updated_at = now()"
     " FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint)"
     " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'"
     "   AND t.id = ANY(ARRAY(SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e))";
 
-// Claims this node holds in the database ($1: node). After a cycle whose COMMIT outcome was
-// unknown, those the node does not know about are orphans and are handed back.
+// Claims this process holds in the database ($1: node, $2: incarnation). After a cycle whose
+// COMMIT outcome was unknown, those the node does not know about are orphans and are handed back.
 inline constexpr const char* own_claims =
-    "SELECT id, claim_token FROM {s}.tasks WHERE claimed_by = $1 AND state = 'running'";
+    "SELECT id, claim_token FROM {s}.tasks"
+    " WHERE claimed_by = $1 AND claimed_incarnation = $2 AND state = 'running'";
 
 // The cycle's own record and counters, in the same transaction as the completions it flushed.
 inline constexpr const char* record_cycle =
@@ -210,14 +214,17 @@ inline constexpr const char* next_due =
     " WHERE state IN ('scheduled', 'available', 'retryable') AND type = ANY($1::text[])";
 
 // Heartbeat, leader lease and (for the leader) rescue of dead nodes' tasks, in one statement.
-// $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard.
+// $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard,
+// $9 incarnation, $10 process key. The node row is renewed only while it names this incarnation:
+// when another process has taken the id over, `registered` is 0 and nothing else happens.
 inline constexpr const char* heartbeat =
     "WITH me AS ("
     "  INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget, "
-    "state)"
-    "  VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond', $6, $7)"
+    "state, incarnation, process_key)"
+    "  VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond', $6, $7, $9, $10)"
     "  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at,"
     "    connection_budget = EXCLUDED.connection_budget, state = EXCLUDED.state"
+    "  WHERE nodes.incarnation = EXCLUDED.incarnation"
     "  RETURNING id"
     "), lead AS ("
     "  INSERT INTO {s}.leader (singleton, node, expires_at) VALUES (true, $1, now() + $5 * "
@@ -225,7 +232,8 @@ inline constexpr const char* heartbeat =
     "  ON CONFLICT (singleton) DO UPDATE SET node = EXCLUDED.node, expires_at = "
     "EXCLUDED.expires_at,"
     "    acquired_at = CASE WHEN leader.node = EXCLUDED.node THEN leader.acquired_at ELSE now() END"
-    "  WHERE leader.node = EXCLUDED.node OR leader.expires_at < now()"
+    "  WHERE (leader.node = EXCLUDED.node OR leader.expires_at < now()) AND EXISTS (SELECT 1 FROM "
+    "me)"
     "  RETURNING node"
     "), dead AS ("
     "  UPDATE {s}.nodes SET state = 'dead' WHERE EXISTS (SELECT 1 FROM lead)"
@@ -234,17 +242,28 @@ inline constexpr const char* heartbeat =
     "  UPDATE {s}.tasks t SET"
     "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' "
     "ELSE 'retryable' END,"
-    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,"
+    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
+    "    claimed_at = NULL, lease_until = NULL,"
     "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "
     "NULL ELSE now() END,"
-    "    last_error = 'node ' || o.old_node || ' stopped responding while running this task', "
-    "updated_at = now()"
-    "  FROM (SELECT id, claimed_by AS old_node FROM {s}.tasks"
-    "        WHERE EXISTS (SELECT 1 FROM lead) AND state = 'running' AND claimed_by <> $1"
-    "          AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = claimed_by AND n.expires_at "
-    ">= now()"
-    "                          AND n.state IN ('running', 'draining'))"
-    "        FOR UPDATE SKIP LOCKED) o"
+    "    last_error = 'node ' || o.old_node || CASE WHEN o.restarted"
+    "      THEN ' was restarted while running this task' ELSE ' stopped responding while running "
+    "this task' END,"
+    "    updated_at = now()"
+    // A claim is live while its node is alive in the incarnation that claimed it (claims from
+    // before schema version 3 have none and follow the node id alone). This node's own claims
+    // are never its to rescue, even if its own row looks expired to this statement's snapshot.
+    "  FROM (SELECT x.id, x.claimed_by AS old_node,"
+    "          EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = x.claimed_by"
+    "                  AND n.incarnation <> x.claimed_incarnation) AS restarted"
+    "        FROM {s}.tasks x"
+    "        WHERE EXISTS (SELECT 1 FROM lead) AND x.state = 'running'"
+    "          AND NOT (x.claimed_by = $1 AND x.claimed_incarnation = $9)"
+    "          AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = x.claimed_by"
+    "                          AND n.expires_at >= now() AND n.state IN ('running', 'draining')"
+    "                          AND (x.claimed_incarnation IS NULL"
+    "                               OR n.incarnation = x.claimed_incarnation))"
+    "        FOR UPDATE OF x SKIP LOCKED) o"
     "  WHERE t.id = o.id"
     "  RETURNING t.id, t.type, t.attempt, t.claim_token - 1 AS token, t.fire_time, t.last_run_at, "
     "t.last_error,"
@@ -267,11 +286,73 @@ inline constexpr const char* heartbeat =
     ")"
     " SELECT (SELECT count(*) FROM lead)::int AS leader, (SELECT count(*) FROM rescued)::int AS "
     "rescued,"
-    "        (SELECT count(*) FROM dead)::int AS dead";
+    "        (SELECT count(*) FROM dead)::int AS dead, (SELECT count(*) FROM me)::int AS "
+    "registered";
 
+// ---- node registration (a process start) ----------------------------------------------------
+
+// Serializes the start of processes that use the same node id (transaction-scoped, so it works
+// through PgBouncer's transaction pooling too).
+inline constexpr const char* node_start_lock = "SELECT pg_advisory_xact_lock(hashtext($1))";
+// The row a starting process finds under its id ($1), locked for the registration.
+inline constexpr const char* node_row =
+    "SELECT incarnation, host, pid, process_key, heartbeat_at,"
+    " expires_at >= now() AND state IN ('running', 'draining') AS alive,"
+    " (extract(epoch FROM now() - heartbeat_at) * 1000)::bigint AS heartbeat_age_ms,"
+    " greatest(0, (extract(epoch FROM expires_at - now()) * 1000))::bigint AS expires_in_ms"
+    " FROM {s}.nodes WHERE id = $1 FOR UPDATE";
+// Registers this incarnation under the id, replacing whatever row was there.
+// $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 incarnation, $8 process key.
+inline constexpr const char* register_node =
+    "INSERT INTO {s}.nodes (id, host, pid, version, started_at, heartbeat_at, expires_at,"
+    " connection_budget, state, incarnation, process_key)"
+    " VALUES ($1, $2, $3, $4, now(), now(), now() + $5 * interval '1 millisecond', $6, 'running', "
+    "$7, $8)"
+    " ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,"
+    "   version = EXCLUDED.version, started_at = now(), heartbeat_at = now(),"
+    "   expires_at = EXCLUDED.expires_at, connection_budget = EXCLUDED.connection_budget,"
+    "   state = 'running', incarnation = EXCLUDED.incarnation, process_key = EXCLUDED.process_key";
+// A starting process takes over the claims its node id still holds from earlier incarnations
+// (a process that was killed and restarted at once): they go back to the queue as if their node
+// had died, with a 'rescued' run, the counters and a cycle row, in the registration's
+// transaction. $1 node, $2 incarnation, $3 stats shard.
+inline constexpr const char* take_over_claims =
+    "WITH rescued AS ("
+    "  UPDATE {s}.tasks t SET"
+    "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' "
+    "ELSE 'retryable' END,"
+    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
+    "    claimed_at = NULL, lease_until = NULL,"
+    "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "
+    "NULL ELSE now() END,"
+    "    last_error = 'node ' || $1 || ' was restarted while running this task', updated_at = now()"
+    "  WHERE t.claimed_by = $1 AND t.state = 'running' AND t.claimed_incarnation IS DISTINCT FROM "
+    "$2"
+    "  RETURNING t.id, t.type, t.attempt, t.claim_token - 1 AS token, t.fire_time, t.last_run_at,"
+    "    t.last_error"
+    "), recorded AS ("
+    "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
+    "    finished_at, outcome, error, recorded_by)"
+    "  SELECT id, type, attempt, token, $1, fire_time, coalesce(last_run_at, now()), now(), "
+    "'rescued',"
+    "    last_error, 'cycle' FROM rescued RETURNING type"
+    "), counted AS ("
+    "  INSERT INTO {s}.stats (metric, type, shard, value)"
+    "  SELECT 'runs_rescued', type, $3, count(*) FROM recorded GROUP BY type"
+    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    "), logged AS ("
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type)"
+    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true, 'restart', true)"
+    "  FROM rescued HAVING count(*) > 0"
+    ")"
+    " SELECT count(*)::int FROM rescued";
+
+// Both only for this incarnation ($2): a superseded process must not stop its successor's row.
 inline constexpr const char* deregister_node =
-    "UPDATE {s}.nodes SET state = 'stopped', expires_at = now() WHERE id = $1";
-inline constexpr const char* resign_leader = "DELETE FROM {s}.leader WHERE node = $1";
+    "UPDATE {s}.nodes SET state = 'stopped', expires_at = now() WHERE id = $1 AND incarnation = $2";
+inline constexpr const char* resign_leader =
+    "DELETE FROM {s}.leader WHERE node = $1"
+    " AND EXISTS (SELECT 1 FROM {s}.nodes WHERE id = $1 AND incarnation = $2)";
 // Pruning, in batches ($2 rows at most) so that each statement is a short transaction.
 inline constexpr const char* prune_runs =
     "DELETE FROM {s}.task_runs WHERE id IN (SELECT id FROM {s}.task_runs"

@@ -18,6 +18,7 @@
 
 #include <unistd.h>
 
+#include "sched/node_identity.hpp"
 #include "sched/queries.hpp"
 #include "sched/util.hpp"
 #include "sluice/log.hpp"
@@ -197,6 +198,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       settings_.node_id = host_ + "-" + std::to_string(getpid()) + "-" + suffix;
     }
     shard_ = static_cast<int>(random_u64() % 16);
+    // Positive and never 0 (the value rows written before schema version 3 carry).
+    incarnation_ = static_cast<std::int64_t>(random_u64() >> 1) | 1;
+    process_key_ = detail::own_process_key();
     const auto& sc = settings_.schema;
     sql_claim_ = with_schema(queries::claim, sc);
     sql_complete_ = with_schema(queries::complete, sc);
@@ -206,6 +210,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     sql_record_cycle_ = with_schema(queries::record_cycle, sc);
     sql_next_due_ = with_schema(queries::next_due, sc);
     sql_heartbeat_ = with_schema(queries::heartbeat, sc);
+    sql_node_row_ = with_schema(queries::node_row, sc);
+    sql_register_node_ = with_schema(queries::register_node, sc);
+    sql_take_over_ = with_schema(queries::take_over_claims, sc);
     channel_ = sc + ".tasks";
   }
 
@@ -227,7 +234,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       started_once_ = true;
     }
     store_.check_schema(true);
-    heartbeat_once();  // registers the node; throws if the database is unusable
+    register_node();   // throws if another live process uses this node id
+    heartbeat_once();  // leadership; throws if the database is unusable
     types_.clear();
     for (const auto& [type, fn] : handlers_)
       types_.push_back(type);
@@ -323,8 +331,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     }
     try {
       auto lease = lane_.acquire_for(milliseconds(2000));
-      lease->query(with_schema(queries::deregister_node, settings_.schema), settings_.node_id);
-      lease->query(with_schema(queries::resign_leader, settings_.schema), settings_.node_id);
+      lease->query(with_schema(queries::resign_leader, settings_.schema), settings_.node_id,
+                   incarnation_);
+      lease->query(with_schema(queries::deregister_node, settings_.schema), settings_.node_id,
+                   incarnation_);
     } catch (const std::exception& e) {
       log(log_level::warn, "scheduler", std::string("could not deregister the node: ") + e.what());
     }
@@ -353,6 +363,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     st.last_cycle_at = last_cycle_at_;
     st.started_at = started_at_;
     st.last_error = last_error_;
+    st.superseded = superseded_.load();
+    if (st.superseded && st.last_error.empty()) st.last_error = superseded_message_;
     st.workers = settings_.workers;
     st.running = 0;
     st.stuck = 0;
@@ -654,7 +666,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           for (const auto& rt : q)
             known.insert(rt->t.id);
       }
-      if (allow_claims && state_ == scheduler_state::running) {
+      if (allow_claims && state_ == scheduler_state::running && !superseded_) {
         int outstanding_total = 0;
         std::map<std::string, int> outstanding;
         for (const auto& rt : running_) {
@@ -727,7 +739,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       }
       if (reconcile_claims_) {
         std::string json = "[";
-        for (const auto row : c.query_cached(sql_own_claims_, settings_.node_id)) {
+        for (const auto row : c.query_cached(sql_own_claims_, settings_.node_id, incarnation_)) {
           const auto id = row.get<std::int64_t>(0);
           if (known.count(id) != 0) continue;
           if (json.size() > 1) json += ',';
@@ -746,7 +758,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         const int remaining_types = static_cast<int>(caps.size() - k);
         const int share = std::max(1, (room + remaining_types - 1) / remaining_types);
         const int n = std::min(cap, share);
-        const auto res = c.query_cached(sql_claim_, settings_.node_id, type, n);
+        const auto res = c.query_cached(sql_claim_, settings_.node_id, type, n, incarnation_);
         if (res.rows() == n) full_batch = true;
         room -= res.rows();
         counts[type].claimed += res.rows();
@@ -932,6 +944,123 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
                    shard_, pg::json_text{stats});
   }
 
+  // ---- node registration: one live process per node id ----
+
+  std::optional<std::string> process_key_or_null() const {
+    return process_key_.empty() ? std::nullopt : std::optional<std::string>(process_key_);
+  }
+
+  // Registers this process as the node's new incarnation. A row under the same id that still
+  // looks alive belongs either to a predecessor that died without deregistering (killed, crashed:
+  // typical for a stable node id that systemd or Kubernetes restarts at once) or to a second live
+  // process given the same id by mistake. On the same machine /proc tells which at once; otherwise
+  // the row's heartbeat does: it moves within the other process's heartbeat interval if that
+  // process lives, and expires if not. A live one is refused; a dead one's claims are taken over
+  // in the registration's transaction, so they are back in the queue before this node claims.
+  void register_node() {
+    std::optional<time_point> first_heartbeat;  // the other row's heartbeat when first seen
+    bool told_wait = false;
+    for (;;) {
+      auto lease = lane_.acquire();
+      pg::connection& c = lease.conn();
+      pg::transaction tx(c);
+      c.query_cached(queries::node_start_lock, settings_.schema + ".node:" + settings_.node_id);
+      const auto row = c.query_cached(sql_node_row_, settings_.node_id);
+      if (!row.empty() && row[0].get<bool>("alive")) {
+        const auto r = row[0];
+        const std::string other =
+            "host " + r.get<std::string>("host") + ", pid " + std::to_string(r.get<int>("pid"));
+        const auto heartbeat = r.get<time_point>("heartbeat_at");
+        const auto age_ms = r.get<std::int64_t>("heartbeat_age_ms");
+        const auto refuse = [&] {
+          return node_id_conflict(
+              "node id '" + settings_.node_id + "' is in use by a running process (" + other +
+              ", last heartbeat " + std::to_string(age_ms) +
+              " ms ago): two processes cannot share a node id. Give each process its own node "
+              "id (scheduler.node_id; leave it empty for a generated one) or stop the other "
+              "process first");
+        };
+        switch (
+            detail::liveness_of(r.get<std::optional<std::string>>("process_key").value_or(""))) {
+          case detail::process_liveness::alive:
+            throw refuse();
+          case detail::process_liveness::gone:
+            log(log_level::info, "scheduler",
+                "node " + settings_.node_id + ": the previous process (" + other +
+                    ") has exited; taking over its claims");
+            break;
+          case detail::process_liveness::unknown: {
+            if (first_heartbeat && heartbeat != *first_heartbeat) throw refuse();
+            if (!first_heartbeat) first_heartbeat = heartbeat;
+            if (!told_wait) {
+              told_wait = true;
+              log(log_level::info, "scheduler",
+                  "node " + settings_.node_id + " was registered by another process (" + other +
+                      ") that this machine cannot see; waiting up to " +
+                      std::to_string(r.get<std::int64_t>("expires_in_ms")) +
+                      " ms for its heartbeat to show whether it still runs");
+            }
+            tx.rollback();
+            lease = {};
+            std::this_thread::sleep_for(milliseconds(100));
+            continue;
+          }
+        }
+      }
+      c.query_cached(sql_register_node_, settings_.node_id, host_, static_cast<int>(getpid()),
+                     std::string(version_string),
+                     static_cast<std::int64_t>(settings_.node_expiry.count()),
+                     settings_.connection_budget, incarnation_, process_key_or_null());
+      const int taken =
+          c.query_cached(sql_take_over_, settings_.node_id, incarnation_, shard_).one<int>();
+      tx.commit();
+      if (taken > 0) {
+        log(log_level::warn, "scheduler",
+            "node " + settings_.node_id + " took over " + std::to_string(taken) +
+                " tasks that its previous process had claimed: they are back in the queue");
+        const std::scoped_lock lock(mutex_);
+        counters_.rescued += static_cast<std::uint64_t>(taken);
+      }
+      return;
+    }
+  }
+
+  // Another process registered under this node id after this one (its start found this one's
+  // heartbeat late enough to look dead: the process was stopped, or cut off from the database).
+  // It rescued this process's claims, so nothing this process holds can complete any more; it
+  // stops claiming and says so, and the embedder (the daemon) decides what to do.
+  void superseded(pg::connection& c) {
+    if (superseded_.exchange(true)) return;
+    std::string other = "another process";
+    try {
+      const auto row = c.query_cached(sql_node_row_, settings_.node_id);
+      if (!row.empty()) {
+        other += " (host " + row[0].get<std::string>("host") + ", pid " +
+                 std::to_string(row[0].get<int>("pid")) + ")";
+      }
+    } catch (const std::exception&) {
+      // The message below is complete without the other process's address.
+    }
+    const std::string message =
+        "node " + settings_.node_id + " was taken over by " + other +
+        " registered under the same node id while this process could not renew its heartbeat; "
+        "this process no longer claims tasks and its running tasks cannot complete (their claims "
+        "were rescued)";
+    log(log_level::error, "scheduler", message);
+    {
+      const std::scoped_lock lock(mutex_);
+      last_error_ = message;
+      superseded_message_ = message;
+      leader_ = false;
+      for (auto& [type, q] : queued_) {
+        for (auto& rt : q)
+          releases_.push_back(rt);
+        q.clear();
+      }
+    }
+    if (settings_.on_superseded) settings_.on_superseded(message);
+  }
+
   // ---- heartbeat, leadership, rescue, pruning ----
 
   int heartbeat_once() {
@@ -941,10 +1070,14 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       const std::scoped_lock lock(mutex_);
       state = state_ == scheduler_state::draining ? "draining" : "running";
     }
-    const auto res = lease->query_cached(sql_heartbeat_, settings_.node_id, host_,
-                                         static_cast<int>(getpid()), std::string(version_string),
-                                         static_cast<std::int64_t>(settings_.node_expiry.count()),
-                                         settings_.connection_budget, state, shard_);
+    const auto res = lease->query_cached(
+        sql_heartbeat_, settings_.node_id, host_, static_cast<int>(getpid()),
+        std::string(version_string), static_cast<std::int64_t>(settings_.node_expiry.count()),
+        settings_.connection_budget, state, shard_, incarnation_, process_key_or_null());
+    if (res[0].get<int>("registered") == 0) {
+      superseded(lease.conn());
+      return 0;
+    }
     const bool leader = res[0].get<int>("leader") == 1;
     const int rescued = res[0].get<int>("rescued");
     {
@@ -1066,7 +1199,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::string host_;
   int shard_ = 0;
   std::string sql_claim_, sql_complete_, sql_complete_in_handler_, sql_release_, sql_record_cycle_,
-      sql_next_due_, sql_heartbeat_, sql_own_claims_, channel_;
+      sql_next_due_, sql_heartbeat_, sql_own_claims_, sql_node_row_, sql_register_node_,
+      sql_take_over_, channel_;
+  std::int64_t incarnation_ = 0;  // this process start; claims carry it
+  std::string process_key_;  // how another process on this machine can tell that this one lives
+  std::atomic<bool> superseded_{false};  // another process took over this node id
   // Set when a cycle failed: its claims may have committed anyway (the connection died during
   // COMMIT), leaving tasks 'running' under this live node that no worker will ever run. The
   // next good cycle hands such orphans back. Cycle thread only.
@@ -1103,6 +1240,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   steady_clock::time_point started_at_{};
   milliseconds current_poll_{0};
   std::string last_error_;
+  std::string superseded_message_;
   scheduler_status counters_;
   // Only touched by the cycle thread.
   std::map<std::string, int> skips_counts_;

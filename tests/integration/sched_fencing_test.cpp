@@ -433,6 +433,9 @@ TEST_F(SchedFencing, OrphanedClaimOfALiveNodeIsHandedBackAfterAFailedCycle) {
   const std::int64_t id = env.store().create(spec);
   env.sql().query("UPDATE " + env.q("tasks") +
                       " SET state = 'running', claimed_by = $2, claimed_at = now(), attempt = 1,"
+                      " claimed_incarnation = (SELECT incarnation FROM " +
+                      env.q("nodes") +
+                      " WHERE id = $2),"
                       " claim_token = claim_token + 1, lease_until = now() + interval '1 hour',"
                       " next_run_at = now() WHERE id = $1",
                   id, node.node_id());

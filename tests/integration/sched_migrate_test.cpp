@@ -227,3 +227,62 @@ TEST_F(SchedMigrate, ClaimQueryUsesTheClaimIndexAtOneHundredThousandTasks) {
 }
 
 }  // namespace
+
+namespace {
+using namespace std::chrono_literals;
+
+// Version 3 (node incarnations) on a populated version-2 database with a live node of the old
+// version holding a claim: the upgrade adds its columns without touching the rows, the old
+// node's claim (no incarnation) stays its own while that node is alive, and is rescued by a new
+// node once the old one stops heartbeating, as before the upgrade.
+TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive) {
+  test::sched_env env;
+  // Back to version 2: what a database of the previous release looks like.
+  env.sql().exec("ALTER TABLE " + env.q("tasks") + " DROP COLUMN claimed_incarnation");
+  env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN incarnation");
+  env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN process_key");
+  env.sql().exec("DELETE FROM " + env.q("schema_migrations") + " WHERE version = 3");
+  ASSERT_EQ(env.store().check_schema(false).current, 2);
+
+  constexpr int pending = 500;
+  for (int i = 0; i < pending; ++i)
+    env.store().create(test::due_now("later"));
+  const std::int64_t claimed = env.store().create(test::due_now("job"));
+  // A node of the old version, alive for another 3 s, runs `claimed`.
+  env.sql().exec("INSERT INTO " + env.q("nodes") +
+                 " (id, host, pid, version, expires_at, connection_budget)"
+                 " VALUES ('old-node', 'h', 1, '0.1.0', now() + interval '3 seconds', 4)");
+  env.sql().query("UPDATE " + env.q("tasks") +
+                      " SET state = 'running', claimed_by = 'old-node', claimed_at = now(),"
+                      " attempt = 1, claim_token = claim_token + 1, lease_until = now() + "
+                      "interval '1 hour' WHERE id = $1",
+                  claimed);
+
+  const sched::migration_status st = env.store().migrate();
+  EXPECT_EQ(st.applied_now, std::vector<int>{3});
+  EXPECT_EQ(st.current, 3);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'scheduled'"),
+            pending);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") +
+                       " WHERE claimed_incarnation IS NOT NULL"),
+            0);
+  EXPECT_EQ(env.scalar("SELECT incarnation FROM " + env.q("nodes") + " WHERE id = 'old-node'"), 0);
+
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
+  node.start();
+  ASSERT_TRUE(test::wait_for_cycles(node, 2));
+  ASSERT_TRUE(node.status().leader);
+  EXPECT_EQ(env.store().get(claimed)->state, sched::task_state::running)
+      << "the claim of a live node of the old version was taken";
+  EXPECT_TRUE(test::wait_for_state(env.store(), claimed, sched::task_state::succeeded, 15s))
+      << "the old node's claim was not rescued after it expired";
+  const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), claimed);
+  ASSERT_EQ(runs.size(), 2U);
+  EXPECT_EQ(runs[0].outcome, "rescued");
+  EXPECT_EQ(runs[0].node, "old-node");
+  EXPECT_EQ(runs[1].outcome, "succeeded");
+  node.stop();
+}
+
+}  // namespace

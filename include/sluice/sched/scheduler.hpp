@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,16 @@ struct scheduler_settings {
   bool listen = true;           // LISTEN for new tasks (off: poll only)
   std::string listen_conninfo;  // empty: the lane pool's conninfo
   int connection_budget = 0;    // registered in `nodes` for fleet budget checks
+  // Called once (from the heartbeat thread) when another process has registered under this node
+  // id after this one: this scheduler then claims nothing more and its running tasks cannot
+  // complete. The daemon stops with an error; an embedder should stop the scheduler too.
+  std::function<void(const std::string& message)> on_superseded;
+};
+
+// start() found another live process using the same node id.
+class node_id_conflict : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 // Cooperative cancellation: set when the task's timeout passes or the scheduler stops.
@@ -149,6 +160,7 @@ struct scheduler_status {
   std::chrono::steady_clock::time_point last_cycle_at{};
   std::chrono::steady_clock::time_point started_at{};
   std::string last_error;
+  bool superseded = false;  // another process took this node id over; nothing more is claimed
   int workers = 0;
   int running = 0;  // handlers running now
   int stuck = 0;    // handlers past timeout + stuck_grace that have not returned
@@ -171,8 +183,11 @@ class scheduler {
   // Registers the handler for a task type. Only before start().
   void handle(const std::string& type, handler fn);
 
-  // Checks the schema, registers the node and starts the threads. Throws on database errors
-  // or a schema that is missing or too new.
+  // Checks the schema, registers the node and starts the threads. Each start is a new
+  // incarnation of the node id: claims left by an earlier process under the same id (killed and
+  // restarted) go back to the queue at once. Throws node_id_conflict when another live process
+  // uses the id (on another machine this can take up to that process's node expiry to tell),
+  // and on database errors or a schema that is missing or too new.
   void start();
   // Stops claiming, lets running handlers finish up to stop_grace, cancels the rest and hands
   // their claims back so another node takes them at once; records what completed; deregisters.
