@@ -1,6 +1,7 @@
 #include "sluice/pg/connection.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -8,6 +9,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -16,6 +18,7 @@
 
 #include <libpq-fe.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include "sluice/log.hpp"
 
@@ -229,7 +232,9 @@ connection::connection(connection&& other) noexcept
     : conn_(std::exchange(other.conn_, nullptr)),
       poisoned_(std::exchange(other.poisoned_, false)),
       description_(std::move(other.description_)),
+      proxy_(std::exchange(other.proxy_, std::nullopt)),
       cache_capacity_(other.cache_capacity_),
+      statement_prefix_(std::move(other.statement_prefix_)),
       next_statement_id_(other.next_statement_id_),
       cache_lru_(std::move(other.cache_lru_)),
       cache_index_(std::move(other.cache_index_)),
@@ -244,7 +249,9 @@ connection& connection::operator=(connection&& other) noexcept {
     conn_ = std::exchange(other.conn_, nullptr);
     poisoned_ = std::exchange(other.poisoned_, false);
     description_ = std::move(other.description_);
+    proxy_ = std::exchange(other.proxy_, std::nullopt);
     cache_capacity_ = other.cache_capacity_;
+    statement_prefix_ = std::move(other.statement_prefix_);
     next_statement_id_ = other.next_statement_id_;
     cache_lru_ = std::move(other.cache_lru_);
     cache_index_ = std::move(other.cache_index_);
@@ -261,7 +268,30 @@ connection::~connection() {
 void connection::close() noexcept {
   if (conn_ != nullptr) PQfinish(conn_);
   conn_ = nullptr;
+  proxy_.reset();
   forget_statement_cache();
+}
+
+std::string connection::new_statement_prefix() {
+  // 64 bits from the operating system's generator for every connection object: a seeded
+  // engine would hand a forked child the parent's sequence. Should no generator be available,
+  // a mix of the clock, the process id and a counter still differs between connections.
+  std::uint64_t bits = 0;
+  try {
+    std::random_device device;
+    bits = (static_cast<std::uint64_t>(device()) << 32) ^ static_cast<std::uint64_t>(device());
+  } catch (const std::exception&) {
+    static std::atomic<std::uint64_t> counter{0};
+    bits = static_cast<std::uint64_t>(steady_clock::now().time_since_epoch().count()) ^
+           (static_cast<std::uint64_t>(::getpid()) << 40) ^
+           (counter.fetch_add(1) * 0x9E3779B97F4A7C15ULL);
+  }
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string prefix = "sluice_s";
+  for (int shift = 60; shift >= 0; shift -= 4)
+    prefix += digits[(bits >> shift) & 0xF];
+  prefix += '_';
+  return prefix;
 }
 
 connection connection::open(const connect_options& options) {
@@ -409,6 +439,30 @@ int connection::server_version() const noexcept {
 
 int connection::socket() const noexcept {
   return conn_ == nullptr ? -1 : PQsocket(conn_);
+}
+
+const proxy_probe& connection::probe_proxy() {
+  if (proxy_) return *proxy_;
+  require_connection();
+  // The server's view of the endpoint it serves this session on. NULL: a Unix socket.
+  const result r = exec("SELECT inet_server_port()");
+  const std::optional<int> server_port = r.one<std::optional<int>>();
+
+  const std::string host = or_default(PQhost(conn_), "");
+  const bool client_on_socket = host.empty() || host.front() == '/' || host.front() == '@';
+  // libpq reports its compiled-in default when no port was given; 5432 covers an empty answer.
+  const std::string port = or_default(PQport(conn_), "5432");
+  proxy_probe probe;
+  probe.client_side = client_on_socket ? "unix socket " + (host.empty() ? "(default)" : host)
+                                       : host + " port " + port;
+  probe.server_side = server_port ? "port " + std::to_string(*server_port) : "a unix socket";
+  if (client_on_socket) {
+    probe.through_proxy = server_port.has_value();
+  } else {
+    probe.through_proxy = !server_port.has_value() || std::to_string(*server_port) != port;
+  }
+  proxy_ = std::move(probe);
+  return *proxy_;
 }
 
 bool connection::ping() noexcept {
@@ -585,6 +639,17 @@ result connection::exec_prepared_as(const std::string& name, const param_list& p
 
 // ---- connection: statement cache ----
 
+namespace {
+
+// What an operator has to change when a transaction-pooling proxy moves a session's statements
+// between server connections. Names both the daemon's setting and the library's call.
+constexpr std::string_view statement_cache_fix =
+    "set statement_cache = 0 for this pool ([pools.NAME] or [scheduler.lane] in the "
+    "configuration; set_statement_cache_capacity(0) on a pg::connection in the library), or "
+    "connect to PostgreSQL directly";
+
+}  // namespace
+
 result connection::exec_cached(std::string_view sql, const param_list& params) {
   if (cache_capacity_ == 0) return exec(sql, params);
   require_connection();
@@ -605,30 +670,80 @@ result connection::exec_cached(std::string_view sql, const param_list& params) {
   const std::string text(sql);
   cache_index_.erase(found);
   cache_lru_.erase(node);
+  const bool proxied = proxy_ && proxy_->through_proxy;
   // Inside a transaction the error has already aborted it; preparing again would only fail
   // with 25P02. The caller gets the 26000 and the next use prepares afresh.
   if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
-    throw sql_error("26000",
-                    "prepared statement \"" + name +
-                        "\" vanished from the server inside a transaction; it will be prepared "
-                        "again on next use",
-                    {}, {}, text);
+    std::string message = "prepared statement \"" + name +
+                          "\" vanished from the server inside a transaction; it will be prepared "
+                          "again on next use. ";
+    if (proxied) {
+      message += "This connection goes through a proxy (" + proxy_->client_side +
+                 ", the server reports " + proxy_->server_side +
+                 "): a transaction-pooling proxy such as PgBouncer hands each transaction to "
+                 "another server connection, where our prepared statements do not exist; ";
+    } else {
+      message +=
+          "Unless DEALLOCATE ALL or DISCARD ALL ran on this connection, it goes through "
+          "a transaction-pooling proxy such as PgBouncer, which hands each transaction "
+          "to another server connection; then ";
+    }
+    message += statement_cache_fix;
+    throw sql_error("26000", std::move(message), {}, {}, text);
   }
+  // Once, with a new name. Should that one vanish too, prepare_cached_and_exec() says why.
   return prepare_cached_and_exec(text, params);
+}
+
+void connection::throw_moved_server_connection(const sql_error& e, const std::string& name,
+                                               const std::string& sql) {
+  std::string message = e.message() + ", although this connection ";
+  message +=
+      e.sqlstate() == "42P05" ? "never prepared it under that name before" : "had just prepared it";
+  message +=
+      ": this connection goes through a transaction-pooling proxy (PgBouncer, say) that "
+      "moves it from one server connection to another, so prepared statements cannot be "
+      "cached";
+  if (proxy_ && proxy_->through_proxy) {
+    message += " (connected to " + proxy_->client_side + ", the server reports " +
+               proxy_->server_side + ")";
+  }
+  message += "; ";
+  message += statement_cache_fix;
+  // Our vanished statement may live on on another server connection: deallocate it when we
+  // next can. (A name that already existed is someone else's, and stays theirs.)
+  if (e.sqlstate() == "26000") pending_deallocations_.push_back(name);
+  throw sql_error(e.sqlstate(), std::move(message), e.detail(), e.hint(), sql);
 }
 
 result connection::prepare_cached_and_exec(std::string_view sql, const param_list& params) {
   // Names are never reused on this connection, so a statement we forgot but the server still
-  // has (forget_statement_cache() without DISCARD) cannot collide with a new one.
-  std::string name = "sluice_s" + std::to_string(next_statement_id_++);
+  // has (forget_statement_cache() without DISCARD) cannot collide with a new one; and the
+  // connection's random prefix keeps them apart from every other client's on a server
+  // connection a proxy shares between clients.
+  std::string name = statement_prefix_ + std::to_string(next_statement_id_++);
   const std::string text(sql);
   // The parameter types of this first execution become the statement's types.
-  check(PQprepare(conn_, name.c_str(), text.c_str(), params.size(), params.types()), sql);
+  try {
+    check(PQprepare(conn_, name.c_str(), text.c_str(), params.size(), params.types()), sql);
+  } catch (const sql_error& e) {
+    // A fresh name that already exists: only another session's statement could hold it.
+    if (e.sqlstate() == "42P05") throw_moved_server_connection(e, name, text);
+    throw;
+  }
   cache_lru_.push_front(cached_statement{text, name});
   cache_index_.emplace(std::string_view(cache_lru_.front().sql), cache_lru_.begin());
   while (cache_index_.size() > cache_capacity_)
     evict_least_recent();
-  return exec_prepared_as(name, params, cache_lru_.front().sql);
+  try {
+    return exec_prepared_as(name, params, cache_lru_.front().sql);
+  } catch (const sql_error& e) {
+    if (e.sqlstate() != "26000") throw;
+    // Gone between PREPARE and EXECUTE: the two went to different server connections.
+    cache_index_.erase(std::string_view(cache_lru_.front().sql));
+    cache_lru_.pop_front();
+    throw_moved_server_connection(e, name, text);
+  }
 }
 
 void connection::evict_least_recent() {
@@ -648,7 +763,7 @@ void connection::flush_deallocations() noexcept {
     std::vector<std::string> names = std::move(pending_deallocations_);
     pending_deallocations_.clear();
     for (const std::string& name : names) {
-      // Our own generated name ("sluice_s<N>"), so it is a plain identifier.
+      // Our own generated name ("sluice_s<hex>_<N>"), so it is a plain identifier.
       const std::string sql = "DEALLOCATE " + name;
       PGresult* res = PQexec(conn_, sql.c_str());
       // An error here is 26000 (already gone): the goal is reached either way. Outside a

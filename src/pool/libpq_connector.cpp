@@ -5,8 +5,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <string>
 
+#include "sluice/log.hpp"
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/pool.hpp"
 
@@ -32,7 +36,15 @@ class libpq_connector final : public connector {
     options.application_name = s.effective_application_name();
     options.statement_timeout = s.statement_timeout;
     pg::connection conn = pg::connection::open(options);
-    conn.set_statement_cache_capacity(s.statement_cache);
+    if (s.statement_cache > 0 && goes_through_proxy(conn, s)) {
+      // A transaction-pooling proxy hands each transaction to any server connection, where
+      // the statements this one prepared do not exist. Unique names keep that from running
+      // another client's SQL, but every cached statement would fail; the proxy's pooling mode
+      // cannot be seen from here, so the cache stays off behind any proxy.
+      conn.set_statement_cache_capacity(0);
+    } else {
+      conn.set_statement_cache_capacity(s.statement_cache);
+    }
     return conn;
   }
 
@@ -52,6 +64,44 @@ class libpq_connector final : public connector {
   }
 
  private:
+  // Asks the connection whether a proxy sits in between, and warns once per pool when one
+  // does. A server that cannot answer the probe (no inet_server_port()) counts as direct:
+  // statement names are unique per connection, so the worst case is an error naming the fix.
+  bool goes_through_proxy(pg::connection& conn, const settings& s) {
+    pg::proxy_probe probe;
+    try {
+      probe = conn.probe_proxy();
+    } catch (const pg::sql_error& e) {
+      log(log_level::debug, "pool",
+          "pool '" + s.name + "': cannot tell whether a proxy sits in between: " + e.what());
+      return false;
+    }
+    if (!probe.through_proxy) return false;
+    bool first = false;
+    {
+      const std::scoped_lock lock(mutex_);
+      first = warned_pools_.insert(s.name).second;
+    }
+    if (first) {
+      // The section of the daemon's configuration the pool comes from.
+      const std::string section =
+          s.name == "scheduler" ? "[scheduler.lane]" : "[pools." + s.name + "]";
+      log(log_level::warn, "pool",
+          "pool '" + s.name + "': connections go through a proxy (connected to " +
+              probe.client_side + ", the server reports " + probe.server_side +
+              "), such as PgBouncer; its statement cache is turned off for them, since a "
+              "transaction-pooling proxy moves a session between server connections and "
+              "prepared statements stay behind. Set statement_cache = 0 in " +
+              section +
+              " (pool::settings::statement_cache in the library) to silence this warning, or "
+              "connect to PostgreSQL directly to keep the cache");
+    }
+    return true;
+  }
+
+  std::mutex mutex_;                    // guards warned_pools_
+  std::set<std::string> warned_pools_;  // pools whose proxy warning was logged
+
   // Without a budget, statements run with blocking calls (no time limit).
   static bool reset_impl(pg::connection& c, reset_mode mode, std::optional<milliseconds> budget) {
     if (c.poisoned()) return false;

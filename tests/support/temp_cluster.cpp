@@ -44,13 +44,9 @@ std::string find_runuser() {
   return {};
 }
 
-struct command_result {
-  int exit_code = -1;  // -1: killed by a signal or not run
-  std::string output;  // stdout and stderr, interleaved
-};
+}  // namespace
 
-// Runs `argv` as the postgres OS user (through runuser when we are root), in `cwd`, with the
-// PG* variables removed from the environment: the test runner's PGPORT, PGHOST or PGDATA
+// Removes the PG* variables from the environment: the test runner's PGPORT, PGHOST or PGDATA
 // must not leak into the private server or its tools.
 command_result run_as_postgres(const std::vector<std::string>& command, const std::string& cwd) {
   std::vector<std::string> args;
@@ -114,6 +110,8 @@ command_result run_as_postgres(const std::vector<std::string>& command, const st
   return result;
 }
 
+namespace {
+
 std::string describe_command(const std::vector<std::string>& command) {
   std::string s;
   for (const auto& a : command)
@@ -134,7 +132,8 @@ fs::path base_dir() {
   return fs::temp_directory_path();
 }
 
-// A new folder under base_dir() that the postgres user owns.
+}  // namespace
+
 std::string make_postgres_dir(const std::string& prefix) {
   std::string pattern = (base_dir() / (prefix + ".XXXXXX")).string();
   if (::mkdtemp(pattern.data()) == nullptr) {
@@ -151,6 +150,8 @@ std::string make_postgres_dir(const std::string& prefix) {
   }
   return pattern;
 }
+
+namespace {
 
 // initdb takes one to several seconds (far more on a loaded machine), and ctest runs each test
 // in a process of its own. So initdb runs once per machine and user: its result is kept in

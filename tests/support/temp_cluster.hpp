@@ -42,6 +42,21 @@ enum class shutdown_mode {
   immediate,  // kill everything; the next start runs crash recovery
 };
 
+// What run_as_postgres() saw of a command.
+struct command_result {
+  int exit_code = -1;  // -1: killed by a signal or not run
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// Runs `command` as the postgres OS user (through runuser when we are root; directly when we
+// are postgres), in `cwd`, without the PG* and DATABASE_URL variables, and waits for it.
+// Also used for the private PgBouncer (temp_pgbouncer.hpp).
+command_result run_as_postgres(const std::vector<std::string>& command, const std::string& cwd);
+
+// A new folder (under /dev/shm when that is a roomy tmpfs, else the temp directory) named
+// "<prefix>.XXXXXX" and owned by the postgres user.
+[[nodiscard]] std::string make_postgres_dir(const std::string& prefix);
+
 // Why a temp_cluster cannot run here (no postgres OS user, no PostgreSQL 15 binaries, or a
 // user that is neither root nor postgres); empty when it can.
 [[nodiscard]] std::string temp_cluster_unavailable_reason();

@@ -1,7 +1,9 @@
 // connection behaviour that needs no server: empty objects, names, bad connection strings.
 
+#include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -97,4 +99,28 @@ TEST(PgConnection, MalformedConninfoNeverEchoesThePassword) {
   // Not secret: kept, so the message still says what is wrong.
   message = open_error("host=127.0.0.1 sslmode=sometimes hostx=1");
   EXPECT_NE(message.find("hostx"), std::string::npos) << message;
+}
+
+// Statement names must differ between connections, or a server connection shared through a
+// transaction pooler runs one client's statement for another (issue 17).
+TEST(PgConnection, EveryConnectionHasItsOwnStatementNamePrefix) {
+  std::vector<std::string> prefixes;
+  for (int i = 0; i < 64; ++i) {
+    pg::connection conn;
+    prefixes.push_back(conn.statement_name_prefix());
+  }
+  for (const std::string& p : prefixes) {
+    // "sluice_s" + 16 hex digits + "_": a plain identifier, with room for the counter.
+    ASSERT_EQ(p.size(), 25U) << p;
+    EXPECT_EQ(p.rfind("sluice_s", 0), 0U) << p;
+    EXPECT_EQ(p.find_first_not_of("0123456789abcdef", 8), 24U) << p;
+    EXPECT_EQ(p.back(), '_');
+  }
+  std::sort(prefixes.begin(), prefixes.end());
+  EXPECT_EQ(std::adjacent_find(prefixes.begin(), prefixes.end()), prefixes.end());
+
+  pg::connection a;
+  const std::string prefix = a.statement_name_prefix();
+  pg::connection b = std::move(a);
+  EXPECT_EQ(b.statement_name_prefix(), prefix);  // moves with the connection
 }

@@ -46,6 +46,15 @@ struct connect_options {
 
 enum class transaction_status { idle, active, in_transaction, in_error, unknown };
 
+// What connection::probe_proxy() found out about the path to the server.
+struct proxy_probe {
+  // The endpoint the client connected to and the one the server says it serves differ, so
+  // something sits in between (PgBouncer, pgpool, a port-forwarding proxy).
+  bool through_proxy = false;
+  std::string client_side;  // "127.0.0.1 port 6432", "unix socket /run/postgresql"
+  std::string server_side;  // "port 5432", "a unix socket"
+};
+
 [[nodiscard]] std::string_view to_string(transaction_status s) noexcept;
 
 struct notification {
@@ -96,6 +105,16 @@ class connection {
   [[nodiscard]] transaction_status tx_status() const noexcept;
   [[nodiscard]] int backend_pid() const noexcept;
   [[nodiscard]] int server_version() const noexcept;  // e.g. 150018
+
+  // Whether this connection reaches PostgreSQL through a proxy: compares the port (or Unix
+  // socket) the client connected to with what the server reports (`inet_server_port()`, NULL
+  // when the server side is a Unix socket). One round trip the first time (a statement, so
+  // not inside a failed transaction), answered from memory afterwards. It cannot see a proxy
+  // that listens on the same port as the server (on another host) or one reached over a Unix
+  // socket that reaches the server over a Unix socket too; NAT or a container's port mapping
+  // look like a proxy. Throws sql_error or connection_error.
+  const proxy_probe& probe_proxy();
+  bool through_proxy() { return probe_proxy().through_proxy; }
   // "host=127.0.0.1 port=5432 dbname=x user=y": for messages; never contains a password.
   [[nodiscard]] const std::string& describe() const noexcept { return description_; }
 
@@ -130,11 +149,17 @@ class connection {
   // later uses execute the prepared statement. The cache holds at most
   // statement_cache_capacity() statements, evicting the least recently used (DEALLOCATE).
   // With capacity 0 (for PgBouncer transaction pooling) it is the same as exec(sql, params).
+  // Statement names are "sluice_s<16 random hex digits>_<N>": the random part is drawn for
+  // each connection, so a server connection shared by several clients (a transaction-pooling
+  // proxy) can never run another client's statement under one of ours.
   // A statement that vanished server-side (26000, e.g. after DISCARD ALL) is prepared again.
   // (Outside a transaction, transparently; inside one the 26000 has already aborted it, so it
-  // is thrown, and the next use prepares afresh.) A cached statement keeps the parameter
-  // types of its first execution. Evicted statements are DEALLOCATEd once the connection is
-  // outside a transaction, so that a DEALLOCATE can never abort the caller's transaction.
+  // is thrown, and the next use prepares afresh.) When a statement vanishes right after it was
+  // prepared, or a fresh name already exists (42P05), the server connection changes under us:
+  // sql_error with that SQLSTATE, whose message names the fix (statement cache off). A
+  // cached statement keeps the parameter types of its first execution. Evicted statements
+  // are DEALLOCATEd once the connection is outside a transaction, so that a DEALLOCATE can
+  // never abort the caller's transaction.
   result exec_cached(std::string_view sql, const param_list& params);
   template <class... Ts>
   result query_cached(std::string_view sql, Ts&&... args) {
@@ -145,6 +170,11 @@ class connection {
   [[nodiscard]] std::size_t statement_cache_size() const noexcept { return cache_index_.size(); }
   // Forgets the cache without talking to the server (after DISCARD ALL / DEALLOCATE ALL).
   void forget_statement_cache() noexcept;
+  // "sluice_s<16 hex digits>_": what this connection's statement names start with. Drawn
+  // from std::random_device for every connection object, so no two connections share it.
+  [[nodiscard]] const std::string& statement_name_prefix() const noexcept {
+    return statement_prefix_;
+  }
 
   void set_statement_timeout(std::chrono::milliseconds timeout);  // 0 disables
   [[nodiscard]] cancel_handle make_cancel_handle() const;
@@ -176,10 +206,16 @@ class connection {
                           std::string_view query);
   result prepare_cached_and_exec(std::string_view sql, const param_list& params);
   void evict_least_recent();
+  // The error for a cached statement that the server connection lost (26000) or already had
+  // (42P05) when that can only mean a proxy moved us to another server connection.
+  [[noreturn]] void throw_moved_server_connection(const sql_error& e, const std::string& name,
+                                                  const std::string& sql);
   // DEALLOCATE runs only outside a transaction: inside one, a statement that vanished
   // behind our back (DEALLOCATE ALL) would make it fail and abort the caller's transaction.
   // Names evicted meanwhile wait here until the connection is idle again.
   void flush_deallocations() noexcept;
+
+  static std::string new_statement_prefix();
 
   pg_conn* conn_ = nullptr;
   bool poisoned_ = false;
@@ -190,7 +226,10 @@ class connection {
     std::string sql;
     std::string name;
   };
+  std::optional<proxy_probe> proxy_;  // probe_proxy()'s answer, once asked
+
   std::size_t cache_capacity_ = 0;
+  std::string statement_prefix_ = new_statement_prefix();
   std::uint64_t next_statement_id_ = 0;
   std::list<cached_statement> cache_lru_;
   std::unordered_map<std::string_view, std::list<cached_statement>::iterator> cache_index_;
