@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sluice/pg/error.hpp"
+#include "sluice/sched/handlers.hpp"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -971,6 +972,51 @@ daemon_config parse_text(std::string_view text, std::string source,
   if (auto v = cmds.bytes("max_output_bytes", 1024, std::size_t{64} * 1024 * 1024)) {
     cfg.commands.max_output_bytes = *v;
   }
+  if (const toml::node* n = cmds.node("allowed_env")) {
+    const auto* list = n->as_array();
+    if (list == nullptr) {
+      cmds.fail("allowed_env", "expected an array of environment variable names, got " +
+                                   std::string(type_name(*n)));
+    }
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const toml::node& item = *list->get(i);
+      const std::string key = "commands.allowed_env[" + std::to_string(i) + "]";
+      const auto* name = item.as_string();
+      if (name == nullptr) {
+        ctx.fail(key, "expected a string, got " + std::string(type_name(item)),
+                 where(item.source()));
+      }
+      const std::string& v = name->get();
+      // The rules a task's env follows, so that every listed name is one a task can set.
+      if (const auto problem = sched::command_env_problem(v, sched::command_policy{})) {
+        ctx.fail(key, "'" + v + "' " + *problem, where(item.source()));
+      }
+      auto& allowed = cfg.commands.allowed_env;
+      if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) allowed.push_back(v);
+    }
+    if (list->empty()) {
+      cmds.fail("allowed_env",
+                "is empty; leave it out to allow every name that is not refused, or list the "
+                "names tasks may set");
+    }
+  }
+  if (auto v = cmds.string("path")) {
+    if (v->empty()) cmds.fail("path", "must not be empty");
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t colon = v->find(':', start);
+      const std::string dir = v->substr(start, colon - start);
+      // An empty entry means the working directory, which a task chooses (cwd).
+      if (dir.empty() || dir.front() != '/') {
+        cmds.fail("path", "'" + *v +
+                              "' must be absolute directories separated by ':' (no empty "
+                              "entries, which would mean the working directory)");
+      }
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    cfg.commands.path = *v;
+  }
   cmds.finish();
 
   // [log]
@@ -1278,6 +1324,8 @@ std::string daemon_config::to_json_redacted() const {
       {"allow", commands.allow},
       {"default_timeout", dur(commands.default_timeout)},
       {"max_output_bytes", commands.max_output_bytes},
+      {"allowed_env", commands.allowed_env},
+      {"path", commands.path},
   };
   json types_json = json::object();
   for (const auto& t : types) {

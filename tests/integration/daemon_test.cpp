@@ -49,7 +49,8 @@ struct knobs {
   std::string allow = R"(["/usr/bin/echo", "/usr/bin/sleep"])";
   std::string log_level = "debug";
   int workers = 4;
-  std::string extra;  // appended as is (whole tables only)
+  std::string extra;           // appended as is (whole tables only)
+  std::string commands_extra;  // more lines of [commands]
 };
 
 std::string config_toml(const knobs& k) {
@@ -91,9 +92,9 @@ std::string config_toml(const knobs& k) {
        "\n"
        "[commands]\n"
        "allow = "
-    << k.allow
+    << k.allow << "\n"
+    << k.commands_extra
     << "\n"
-       "\n"
        "[log]\n"
        "level = \""
     << k.log_level << "\"\n"
@@ -457,6 +458,49 @@ TEST_F(Daemon, CommandsRunOnlyFromTheAllowList) {
   EXPECT_EQ(failed["outcome"], "failed");
   EXPECT_NE(failed["error"].get<std::string>().find("command not allowed"), std::string::npos)
       << failed.dump();
+}
+
+TEST_F(Daemon, CommandTasksCannotSetLoaderVariables) {
+  knobs k;
+  k.commands_extra = "allowed_env = [\"GREETING\"]\n";
+  start(k);
+  const auto before = scalar("SELECT count(*) FROM sluice.tasks");
+  // LD_PRELOAD would make the allowed echo run a library of the task's choosing.
+  const auto preload =
+      post("/api/v1/tasks",
+           json{{"type", "command"},
+                {"payload",
+                 {{"argv", {"/usr/bin/echo", "hi"}}, {"env", {{"LD_PRELOAD", "/tmp/evil.so"}}}}}}
+               .dump());
+  expect_error(preload, 400, "bad_request",
+               "command payload: 'env.LD_PRELOAD' is not allowed: the dynamic loader reads it");
+  const auto unlisted =
+      post("/api/v1/tasks",
+           json{{"type", "command"},
+                {"payload", {{"argv", {"/usr/bin/echo", "hi"}}, {"env", {{"HOME", "/root"}}}}}}
+               .dump());
+  expect_error(unlisted, 400, "bad_request", "(allowed_env: GREETING)");
+  EXPECT_EQ(scalar("SELECT count(*) FROM sluice.tasks"), before);
+
+  const std::int64_t ok =
+      create({{"type", "command"},
+              {"payload", {{"argv", {"/usr/bin/echo", "hello"}}, {"env", {{"GREETING", "hi"}}}}}});
+  ASSERT_TRUE(wait_for_state(ok, "succeeded")) << task(ok).dump();
+
+  // Written to the table directly, past the API: refused when it runs.
+  auto conn = db_->connect();
+  const auto direct = conn.query(
+                              "INSERT INTO sluice.tasks (type, payload, schedule_kind, "
+                              "schedule_spec, next_run_at, max_attempts) VALUES ('command', "
+                              "'{\"argv\": [\"/usr/bin/echo\"], \"env\": {\"LD_PRELOAD\": "
+                              "\"/tmp/evil.so\"}}', 'once', '1970-01-01T00:00:00Z', now(), 1) "
+                              "RETURNING id")
+                          .one<std::int64_t>();
+  conn.exec("NOTIFY \"sluice.tasks\"");
+  ASSERT_TRUE(wait_for_state(direct, "failed")) << task(direct).dump();
+  EXPECT_NE(runs(direct)[0]["error"].get<std::string>().find("'env.LD_PRELOAD' is not allowed"),
+            std::string::npos)
+      << runs(direct)[0].dump();
 }
 
 TEST_F(Daemon, SqlTasksRecordRowsAndSqlstate) {
