@@ -15,12 +15,11 @@
 #include <system_error>
 #include <utility>
 
-#include <libpq-fe.h>
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 #include <unistd.h>
 
-#include "sluice/pg/error.hpp"
+#include "sluice/pg/conninfo.hpp"
 #include "sluice/sched/handlers.hpp"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
@@ -140,42 +139,12 @@ bool has_space_or_control(std::string_view s) {
 // than at the first connect. Returns the reason it is unusable, without any part of the value
 // that could be a password.
 std::optional<std::string> conninfo_problem(const std::string& value) {
-  // libpq treats a value with neither a URI prefix nor '=' as a plain database name.
-  const bool connection_string = value.rfind("postgresql://", 0) == 0 ||
-                                 value.rfind("postgres://", 0) == 0 ||
-                                 value.find('=') != std::string::npos;
-  if (!connection_string) return std::nullopt;
-  char* err = nullptr;
-  PQconninfoOption* parsed = PQconninfoParse(value.c_str(), &err);
-  if (parsed != nullptr) {
-    PQconninfoFree(parsed);
-    return std::nullopt;
-  }
-  std::string message = err != nullptr ? err : "out of memory";
-  if (err != nullptr) PQfreemem(err);
-  while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
-    message.pop_back();
-  }
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  // libpq quotes fragments of the input ('missing "=" after "..."'). A fragment is shown only
-  // if it survives redaction, i.e. it is not (part of) a password. The value itself is never
-  // repeated: a misspelt key ("passwrd=") would defeat the redaction of its value.
-  const std::string redacted = pg::redact_conninfo(value);
-  std::string scrubbed;
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    const std::size_t open = message.find('"', pos);
-    if (open == std::string::npos) break;
-    const std::size_t close = message.find('"', open + 1);
-    if (close == std::string::npos) break;
-    scrubbed.append(message, pos, open + 1 - pos);
-    const std::string quoted = message.substr(open + 1, close - open - 1);
-    scrubbed += quoted.empty() || redacted.find(quoted) != std::string::npos ? quoted : "***";
-    scrubbed += '"';
-    pos = close + 1;
-  }
-  if (pos < message.size()) scrubbed.append(message, pos);
-  return "not a valid connection string or URI (libpq: " + scrubbed + ")";
+  // The value itself is never repeated: a misspelt key ("passwrd=") would defeat the redaction
+  // of its value. libpq's message is, with every quoted fragment that could be a password
+  // masked.
+  if (auto error = pg::conninfo_error(value))
+    return "not a valid connection string or URI (libpq: " + *error + ")";
+  return std::nullopt;
 }
 
 // Whether a line of the file assigns a secret (a url or a token), so that a syntax error on it

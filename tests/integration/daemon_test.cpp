@@ -951,4 +951,40 @@ TEST_F(Daemon, PrintConfigShowsNoSecret) {
   EXPECT_EQ(daemon_->log().find(db_password), std::string::npos);
 }
 
+TEST_F(Daemon, PrintConfigShowsNoSecretInAnyFormLibpqReads) {
+  // Each url hides the same secret in another of libpq's forms; --print-config connects to
+  // none of them.
+  const std::string secret = "pc-secret-4711";
+  knobs k;
+  k.extra =
+      "\n[pools.keyword_encoded]\nurl = \"postgresql://app@db.internal/prod?passwor%64=" + secret +
+      "&sslmode=require\"\n" +
+      "\n[pools.sslpassword]\nurl = \"postgresql://app@db.internal/prod?sslpassword=" + secret +
+      "\"\n" + "\n[pools.multi_host]\nurl = \"postgresql://app:" + secret +
+      "@db1:5432,db2:5433/prod?target_session_attrs=read-write\"\n" +
+      "\n[pools.quoted]\nurl = \"host=db.internal password = '" + secret +
+      " two' sslpassword='a\\\\'" + secret + "'\"\n";
+  auto o = options(k);
+  o.extra_args = {"--print-config"};
+  o.wait_until_serving = false;
+  daemon_ = std::make_unique<daemon_process>(o);
+  const auto code = daemon_->wait_exit(20s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << daemon_->log();
+  const std::string log = daemon_->log();
+  EXPECT_EQ(log.find(secret), std::string::npos) << log;
+  EXPECT_EQ(log.find("pc-secret"), std::string::npos) << log;
+  const json j = json::parse(log, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << log;
+  std::map<std::string, std::string> urls;
+  for (const auto& [name, pool] : j["pools"].items())
+    urls[name] = pool["url"];
+  EXPECT_EQ(urls["keyword_encoded"],
+            "postgresql://app@db.internal/prod?passwor%64=***&sslmode=require");
+  EXPECT_EQ(urls["sslpassword"], "postgresql://app@db.internal/prod?sslpassword=***");
+  EXPECT_EQ(urls["multi_host"],
+            "postgresql://app:***@db1:5432,db2:5433/prod?target_session_attrs=read-write");
+  EXPECT_EQ(urls["quoted"], "host=db.internal password = *** sslpassword=***");
+}
+
 }  // namespace
