@@ -314,14 +314,22 @@ std::string mask_by_structure(std::string_view conninfo) {
 // Whether `masked` could still show a secret that libpq reads from the original string: libpq
 // finds a secret in `masked` that is not the mask, or a secret's text (four characters or more;
 // shorter ones occur in ordinary words) appears in it anywhere, raw or after libpq's decoding.
+// A secret that is also part of a value shown on purpose (user=postgres password=postgres) is
+// not looked for: finding it would prove nothing.
 bool shows_a_secret(const std::string& masked, const keyword_values& original) {
   const auto reread = libpq_parse(masked, nullptr);
   if (!reread) return true;
   for (const auto& [keyword, value] : *reread) {
     if (is_secret_keyword(keyword) && !value.empty() && value != mask) return true;
   }
+  const auto in_a_shown_value = [&](const std::string& secret) {
+    return std::any_of(original.begin(), original.end(), [&](const auto& kv) {
+      return !is_secret_keyword(kv.first) && kv.second.find(secret) != std::string::npos;
+    });
+  };
   for (const auto& [keyword, secret] : original) {
     if (!is_secret_keyword(keyword) || secret.size() < 4 || secret == mask) continue;
+    if (in_a_shown_value(secret)) continue;
     if (masked.find(secret) != std::string::npos) return true;
     for (const auto& [k, v] : *reread) {
       if (v.find(secret) != std::string::npos) return true;

@@ -81,6 +81,9 @@ const redaction_case redactions[] = {
     {"postgresql://bob:s3cret@[::1]:5432,[2001:db8::2]/app",
      "postgresql://bob:***@[::1]:5432,[2001:db8::2]/app"},
     {"POSTGRESQL://bob:s3cret@db/app", "POSTGRESQL://bob:***@db/app"},
+    // The password is also the user's and the database's name: they are still shown.
+    {"postgresql://postgres:postgres@localhost/postgres",
+     "postgresql://postgres:***@localhost/postgres"},
     // A nested connection string in a URI's dbname, percent-encoded.
     {"postgresql://db/app?dbname=host%3Dx%20password%3Dpw",
      "postgresql://db/app?dbname=host%3Dx%20password%3D%2A%2A%2A"},
