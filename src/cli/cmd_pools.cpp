@@ -14,6 +14,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "sluice/pg/conninfo.hpp"
 #include "sluice/pool/manager.hpp"
 
 namespace sluice::cli {

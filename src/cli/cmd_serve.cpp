@@ -393,6 +393,8 @@ class command_settings {
     p->allow = c.allow;
     p->default_timeout = c.default_timeout;
     p->max_output_bytes = c.max_output_bytes;
+    p->allowed_env = c.allowed_env;
+    p->path = c.path;
     const std::scoped_lock lock(mutex_);
     policy_ = std::move(p);
   }

@@ -1,6 +1,7 @@
 // `sluice task add|list|show|pause|resume|cancel|run-now`: the operator's view of the tasks
 // table, through sched::store (the same calls the API makes).
 
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -11,6 +12,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "sluice/sched/handlers.hpp"
 #include "sluice/sched/schedule.hpp"
 
 namespace sluice::cli {
@@ -134,6 +136,24 @@ sched::schedule schedule_of(const add_options& opt) {
   return sched::schedule::cron(*opt.cron, opt.tz);
 }
 
+// The environment rules of command tasks, checked here as the daemon's API checks them, so that
+// a task that would set LD_PRELOAD (or a name [commands] allowed_env leaves out) is refused
+// when it is created. The rest of the payload is left to the node that runs the task: this
+// file's [commands] allow-list may not be that node's.
+void check_command_env(const daemon_config& cfg, const std::string& type, const json& payload) {
+  std::string handler = type;
+  const auto alias = std::find_if(cfg.types.begin(), cfg.types.end(),
+                                  [&](const task_type_alias& t) { return t.name == type; });
+  if (alias != cfg.types.end()) handler = alias->handler;
+  if (handler != "command" || !payload.contains("env") || !payload["env"].is_object()) return;
+  sched::command_policy policy;
+  policy.allowed_env = cfg.commands.allowed_env;
+  for (const auto& [name, value] : payload["env"].items()) {
+    if (const auto problem = sched::command_env_problem(name, policy))
+      throw command_error("command payload: 'env." + name + "' " + *problem);
+  }
+}
+
 void run_add(const add_options& opt) {
   sched::task_spec spec;
   spec.type = opt.type;
@@ -144,6 +164,7 @@ void run_add(const add_options& opt) {
   spec.payload = payload.dump();
   spec.when = schedule_of(opt);
   const daemon_config cfg = resolve_config(opt.common);
+  check_command_env(cfg, spec.type, payload);
   cfg.apply_type_defaults(spec);
   if (opt.priority) spec.priority = *opt.priority;
   if (opt.max_attempts) spec.max_attempts = *opt.max_attempts;

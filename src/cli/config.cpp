@@ -15,12 +15,12 @@
 #include <system_error>
 #include <utility>
 
-#include <libpq-fe.h>
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 #include <unistd.h>
 
-#include "sluice/pg/error.hpp"
+#include "sluice/pg/conninfo.hpp"
+#include "sluice/sched/handlers.hpp"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -139,42 +139,12 @@ bool has_space_or_control(std::string_view s) {
 // than at the first connect. Returns the reason it is unusable, without any part of the value
 // that could be a password.
 std::optional<std::string> conninfo_problem(const std::string& value) {
-  // libpq treats a value with neither a URI prefix nor '=' as a plain database name.
-  const bool connection_string = value.rfind("postgresql://", 0) == 0 ||
-                                 value.rfind("postgres://", 0) == 0 ||
-                                 value.find('=') != std::string::npos;
-  if (!connection_string) return std::nullopt;
-  char* err = nullptr;
-  PQconninfoOption* parsed = PQconninfoParse(value.c_str(), &err);
-  if (parsed != nullptr) {
-    PQconninfoFree(parsed);
-    return std::nullopt;
-  }
-  std::string message = err != nullptr ? err : "out of memory";
-  if (err != nullptr) PQfreemem(err);
-  while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
-    message.pop_back();
-  }
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  // libpq quotes fragments of the input ('missing "=" after "..."'). A fragment is shown only
-  // if it survives redaction, i.e. it is not (part of) a password. The value itself is never
-  // repeated: a misspelt key ("passwrd=") would defeat the redaction of its value.
-  const std::string redacted = pg::redact_conninfo(value);
-  std::string scrubbed;
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    const std::size_t open = message.find('"', pos);
-    if (open == std::string::npos) break;
-    const std::size_t close = message.find('"', open + 1);
-    if (close == std::string::npos) break;
-    scrubbed.append(message, pos, open + 1 - pos);
-    const std::string quoted = message.substr(open + 1, close - open - 1);
-    scrubbed += quoted.empty() || redacted.find(quoted) != std::string::npos ? quoted : "***";
-    scrubbed += '"';
-    pos = close + 1;
-  }
-  if (pos < message.size()) scrubbed.append(message, pos);
-  return "not a valid connection string or URI (libpq: " + scrubbed + ")";
+  // The value itself is never repeated: a misspelt key ("passwrd=") would defeat the redaction
+  // of its value. libpq's message is, with every quoted fragment that could be a password
+  // masked.
+  if (auto error = pg::conninfo_error(value))
+    return "not a valid connection string or URI (libpq: " + *error + ")";
+  return std::nullopt;
 }
 
 // Whether a line of the file assigns a secret (a url or a token), so that a syntax error on it
@@ -971,6 +941,51 @@ daemon_config parse_text(std::string_view text, std::string source,
   if (auto v = cmds.bytes("max_output_bytes", 1024, std::size_t{64} * 1024 * 1024)) {
     cfg.commands.max_output_bytes = *v;
   }
+  if (const toml::node* n = cmds.node("allowed_env")) {
+    const auto* list = n->as_array();
+    if (list == nullptr) {
+      cmds.fail("allowed_env", "expected an array of environment variable names, got " +
+                                   std::string(type_name(*n)));
+    }
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const toml::node& item = *list->get(i);
+      const std::string key = "commands.allowed_env[" + std::to_string(i) + "]";
+      const auto* name = item.as_string();
+      if (name == nullptr) {
+        ctx.fail(key, "expected a string, got " + std::string(type_name(item)),
+                 where(item.source()));
+      }
+      const std::string& v = name->get();
+      // The rules a task's env follows, so that every listed name is one a task can set.
+      if (const auto problem = sched::command_env_problem(v, sched::command_policy{})) {
+        ctx.fail(key, "'" + v + "' " + *problem, where(item.source()));
+      }
+      auto& allowed = cfg.commands.allowed_env;
+      if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) allowed.push_back(v);
+    }
+    if (list->empty()) {
+      cmds.fail("allowed_env",
+                "is empty; leave it out to allow every name that is not refused, or list the "
+                "names tasks may set");
+    }
+  }
+  if (auto v = cmds.string("path")) {
+    if (v->empty()) cmds.fail("path", "must not be empty");
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t colon = v->find(':', start);
+      const std::string dir = v->substr(start, colon - start);
+      // An empty entry means the working directory, which a task chooses (cwd).
+      if (dir.empty() || dir.front() != '/') {
+        cmds.fail("path", "'" + *v +
+                              "' must be absolute directories separated by ':' (no empty "
+                              "entries, which would mean the working directory)");
+      }
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+    cfg.commands.path = *v;
+  }
   cmds.finish();
 
   // [log]
@@ -1278,6 +1293,8 @@ std::string daemon_config::to_json_redacted() const {
       {"allow", commands.allow},
       {"default_timeout", dur(commands.default_timeout)},
       {"max_output_bytes", commands.max_output_bytes},
+      {"allowed_env", commands.allowed_env},
+      {"path", commands.path},
   };
   json types_json = json::object();
   for (const auto& t : types) {

@@ -98,6 +98,10 @@ struct commands_config {
   std::vector<std::string> allow;
   std::chrono::milliseconds default_timeout = std::chrono::seconds(60);
   std::size_t max_output_bytes = 64 * 1024;  // stdout and stderr each, kept per run
+  // Environment variables a task's env may set; empty: any name sched::never_allowed_env()
+  // does not refuse. None of those may be listed.
+  std::vector<std::string> allowed_env;
+  std::string path = "/usr/bin:/bin";  // the PATH commands get; absolute directories
 };
 
 // The handlers `sluice serve` has built in; every task type it runs is one of these or an alias

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sluice/log.hpp"
+#include "sluice/pg/conninfo.hpp"
 
 namespace sluice::pg {
 namespace {
@@ -98,37 +99,6 @@ void replace_all(std::string& text, std::string_view needle, std::string_view re
   }
 }
 
-// libpq's conninfo parse errors quote the offending piece of the string, which may be a
-// fragment of a password ('missing "=" after "cret"'). Keep a quoted piece only when it also
-// appears in the redacted conninfo, which holds no password.
-std::string scrub_quoted(std::string_view message, const std::string& redacted_conninfo) {
-  std::string out;
-  std::size_t pos = 0;
-  while (pos < message.size()) {
-    const std::size_t open = message.find('"', pos);
-    if (open == std::string_view::npos) break;
-    const std::size_t close = message.find('"', open + 1);
-    if (close == std::string_view::npos) break;
-    out.append(message.substr(pos, open + 1 - pos));
-    std::string_view quoted = message.substr(open + 1, close - open - 1);
-    if (quoted.empty() || redacted_conninfo.find(quoted) != std::string::npos) {
-      out.append(quoted);
-    } else {
-      out += "***";
-    }
-    out += '"';
-    pos = close + 1;
-  }
-  out.append(message.substr(std::min(pos, message.size())));
-  return out;
-}
-
-bool looks_like_connection_string(std::string_view s) {
-  // libpq's own rule for expanding dbname: a URI prefix or an '=' anywhere.
-  return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0 ||
-         s.find('=') != std::string_view::npos;
-}
-
 steady_clock::time_point deadline_after(milliseconds timeout) {
   // A caller may pass milliseconds::max() for "forever"; keep the arithmetic in range.
   constexpr auto ten_years = std::chrono::hours(24 * 365 * 10);
@@ -165,11 +135,13 @@ std::string field(const PGresult* res, int code) {
   return v == nullptr ? std::string() : std::string(v);
 }
 
-std::string connect_failure(PGconn* c, const std::string& password_hint) {
+std::string connect_failure(PGconn* c, const std::vector<std::string>& secret_hints) {
   std::string message = one_line(PQerrorMessage(c));
   // libpq does not echo passwords in connection errors; this is a second line of defence.
   // Very short passwords are left alone: replacing every "a" would wreck the message.
-  for (const std::string& p : {password_hint, or_default(PQpass(c), "")}) {
+  std::vector<std::string> secrets = secret_hints;
+  secrets.push_back(or_default(PQpass(c), ""));
+  for (const std::string& p : secrets) {
     if (p.size() >= 4) replace_all(message, p, "***");
   }
   return message.empty() ? std::string("unknown error") : message;
@@ -299,9 +271,9 @@ connection connection::open(const connect_options& options) {
   if (options.statement_timeout && options.statement_timeout->count() < 0) {
     throw std::invalid_argument("statement timeout must not be negative");
   }
-  std::string password_hint;
+  std::vector<std::string> secret_hints;        // password, sslpassword: kept out of later messages
   std::optional<std::string> conninfo_options;  // the conninfo's own `options`, when it has one
-  if (looks_like_connection_string(conninfo)) {
+  if (is_connection_string(conninfo)) {
     // Parse first: a malformed string gets a message of its own instead of a misleading
     // "could not connect", and we learn the password to keep out of later messages.
     char* err = nullptr;
@@ -309,14 +281,14 @@ connection connection::open(const connect_options& options) {
     if (parsed == nullptr) {
       const std::string libpq_message = err != nullptr ? one_line(err) : "out of memory";
       if (err != nullptr) PQfreemem(err);
-      const std::string redacted = redact_conninfo(conninfo);
       // The string itself is not repeated: a typo in a key ("passwrd=...") would defeat the
       // redaction of its value.
-      throw connection_error("invalid connection string: " + scrub_quoted(libpq_message, redacted));
+      throw connection_error("invalid connection string: " +
+                             scrub_conninfo_message(libpq_message, conninfo));
     }
     for (const PQconninfoOption* o = parsed; o->keyword != nullptr; ++o) {
       if (o->val == nullptr) continue;
-      if (std::strcmp(o->keyword, "password") == 0) password_hint = o->val;
+      if (is_secret_keyword(o->keyword)) secret_hints.emplace_back(o->val);
       if (std::strcmp(o->keyword, "options") == 0) conninfo_options = o->val;
     }
     PQconninfoFree(parsed);
@@ -376,22 +348,21 @@ connection connection::open(const connect_options& options) {
     // A string libpq does not take for a connection string is a database name, and is echoed
     // (in dbname=, in 'database "..." does not exist'). One that looks like a mistyped URI
     // ("postgress://bob:pw@db") may hold a password: hide it.
-    if (!looks_like_connection_string(conninfo) &&
-        conninfo.find_first_of(":@") != std::string::npos) {
+    if (!is_connection_string(conninfo) && conninfo.find_first_of(":@") != std::string::npos) {
       replace_all(message, conninfo, "***");
     }
     return connection_error(std::move(message), sqlstate_from_message(raw));
   };
-  if (PQstatus(c.get()) == CONNECTION_BAD) throw fail(connect_failure(c.get(), password_hint));
+  if (PQstatus(c.get()) == CONNECTION_BAD) throw fail(connect_failure(c.get(), secret_hints));
   PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);
   PQsetNoticeReceiver(c.get(), forward_notice, nullptr);
 
   // PQconnectPoll's protocol: start as if it had asked to write.
   PostgresPollingStatusType state = PGRES_POLLING_WRITING;
   while (state != PGRES_POLLING_OK) {
-    if (state == PGRES_POLLING_FAILED) throw fail(connect_failure(c.get(), password_hint));
+    if (state == PGRES_POLLING_FAILED) throw fail(connect_failure(c.get(), secret_hints));
     const int fd = PQsocket(c.get());
-    if (fd < 0) throw fail(connect_failure(c.get(), password_hint));
+    if (fd < 0) throw fail(connect_failure(c.get(), secret_hints));
     std::string poll_error;
     const wait_result w =
         wait_socket(fd, state == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, &poll_error);

@@ -1,8 +1,6 @@
 #include "sluice/pg/error.hpp"
 
-#include <algorithm>
 #include <array>
-#include <cctype>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -10,29 +8,12 @@
 namespace sluice::pg {
 namespace {
 
-constexpr std::string_view redacted = "***";
-
 bool is_sqlstate(std::string_view s) noexcept {
   if (s.size() != 5) return false;
   for (char c : s) {
     if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'))) return false;
   }
   return true;
-}
-
-bool starts_with_icase(std::string_view s, std::string_view prefix) noexcept {
-  if (s.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(s[i])) !=
-        std::tolower(static_cast<unsigned char>(prefix[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool equals_icase(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && starts_with_icase(a, b);
 }
 
 std::string shorten(std::string_view text, std::size_t limit) {
@@ -53,168 +34,6 @@ std::string build_sql_message(const std::string& sqlstate, const std::string& me
   // The query text is ours, never a parameter value, so it carries no secrets; it is shortened
   // so that a huge generated statement does not swamp a log line (query() has all of it).
   if (!query.empty()) out += " [query: " + shorten(query, 500) + "]";
-  return out;
-}
-
-// ---- redaction of key=value conninfo strings ----
-
-bool is_space(char c) noexcept {
-  return std::isspace(static_cast<unsigned char>(c)) != 0;
-}
-
-bool looks_like_uri(std::string_view s) noexcept {
-  return starts_with_icase(s, "postgresql://") || starts_with_icase(s, "postgres://");
-}
-
-std::string quote_conninfo_value(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out += '\\';
-    out += c;
-  }
-  out += '\'';
-  return out;
-}
-
-std::string redact_uri(std::string_view uri) {
-  const std::size_t scheme_end = uri.find("://") + 3;
-  // The query string starts at the first '?'. Userinfo ends at the last '@' before it, so that
-  // a password holding a raw '@' or '/' (which libpq would misparse, but users do write) is
-  // still hidden entirely. A '?' inside a password must be percent-encoded, as RFC 3986 says.
-  const std::size_t query_start = std::min(uri.find('?', scheme_end), uri.size());
-  std::string out(uri.substr(0, scheme_end));
-  std::string_view rest = uri.substr(scheme_end, query_start - scheme_end);
-  const std::size_t at = rest.rfind('@');
-  if (at != std::string_view::npos) {
-    std::string_view userinfo = rest.substr(0, at);
-    const std::size_t colon = userinfo.find(':');
-    if (colon != std::string_view::npos) {
-      out += userinfo.substr(0, colon + 1);
-      out += redacted;
-    } else {
-      out += userinfo;
-    }
-    out += rest.substr(at);
-  } else {
-    out += rest;
-  }
-  if (query_start >= uri.size()) return out;
-
-  out += '?';
-  std::string_view query = uri.substr(query_start + 1);
-  bool first = true;
-  while (true) {
-    const std::size_t amp = query.find('&');
-    std::string_view item = query.substr(0, amp);
-    if (!first) out += '&';
-    first = false;
-    const std::size_t eq = item.find('=');
-    std::string_view key = item.substr(0, eq);
-    if (eq != std::string_view::npos && equals_icase(key, "password")) {
-      out += key;
-      out += '=';
-      out += redacted;
-    } else if (eq != std::string_view::npos && equals_icase(key, "dbname")) {
-      // dbname may itself be a connection string; libpq does not expand it inside a URI,
-      // but hiding a password there costs nothing.
-      out += key;
-      out += '=';
-      out += redact_conninfo(item.substr(eq + 1));
-    } else {
-      out += item;
-    }
-    if (amp == std::string_view::npos) break;
-    query = query.substr(amp + 1);
-  }
-  return out;
-}
-
-std::string redact_keyword_value(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    // Whitespace between pairs is copied as is.
-    const std::size_t pair_start = i;
-    while (i < n && is_space(s[i]))
-      ++i;
-    out.append(s.substr(pair_start, i - pair_start));
-    if (i >= n) break;
-
-    const std::size_t key_start = i;
-    while (i < n && s[i] != '=' && !is_space(s[i]))
-      ++i;
-    std::string_view key = s.substr(key_start, i - key_start);
-    std::size_t j = i;
-    while (j < n && is_space(s[j]))
-      ++j;
-    if (j >= n || s[j] != '=' || key.empty()) {
-      // Malformed (libpq rejects it too). What follows could be a fragment of a password
-      // written with a space in it, so it is not echoed.
-      out += redacted;
-      return out;
-    }
-    ++j;  // '='
-    while (j < n && is_space(s[j]))
-      ++j;
-    const std::string_view separator = s.substr(i, j - i);  // '=' and any spaces
-
-    // Value: quoted with backslash escapes, or up to the next whitespace.
-    std::string value;
-    const std::size_t value_start = j;
-    bool terminated = true;
-    if (j < n && s[j] == '\'') {
-      terminated = false;
-      ++j;
-      while (j < n) {
-        if (s[j] == '\\' && j + 1 < n) {
-          value += s[j + 1];
-          j += 2;
-        } else if (s[j] == '\'') {
-          ++j;
-          terminated = true;
-          break;
-        } else {
-          value += s[j++];
-        }
-      }
-    } else {
-      while (j < n && !is_space(s[j])) {
-        if (s[j] == '\\' && j + 1 < n) {
-          value += s[j + 1];
-          j += 2;
-        } else {
-          value += s[j++];
-        }
-      }
-    }
-    std::string_view raw = s.substr(value_start, j - value_start);
-
-    if (!terminated || equals_icase(key, "password")) {
-      out.append(key);
-      out.append(separator);
-      out += redacted;
-      // An unterminated quote swallows the rest of the string, as libpq would read it.
-      if (!terminated) return out;
-    } else if (equals_icase(key, "dbname") &&
-               (looks_like_uri(value) || value.find('=') != std::string::npos)) {
-      // With expand_dbname, dbname may carry a whole connection string or URI.
-      std::string inner = redact_conninfo(value);
-      out.append(key);
-      out.append(separator);
-      if (inner == value) {
-        out.append(raw);
-      } else {
-        out += quote_conninfo_value(inner);
-      }
-    } else {
-      out.append(key);
-      out.append(separator);
-      out.append(raw);
-    }
-    i = j;
-  }
   return out;
 }
 
@@ -338,16 +157,6 @@ error_kind connection_error::kind() const noexcept {
   const error_kind k = classify_sqlstate(sqlstate_);
   if (k == error_kind::back_pressure || k == error_kind::outcome_unknown) return k;
   return error_kind::poisoning;
-}
-
-std::string redact_conninfo(std::string_view conninfo) {
-  std::size_t start = 0;
-  while (start < conninfo.size() && is_space(conninfo[start]))
-    ++start;
-  if (looks_like_uri(conninfo.substr(start))) {
-    return std::string(conninfo.substr(0, start)) + redact_uri(conninfo.substr(start));
-  }
-  return redact_keyword_value(conninfo);
 }
 
 }  // namespace sluice::pg

@@ -35,9 +35,6 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-// The PATH a command gets unless its payload sets one. argv[0] is always an absolute path, so
-// this only matters to what the command itself runs.
-constexpr const char* default_path = "PATH=/usr/bin:/bin";
 constexpr std::size_t read_chunk = 64 * 1024;
 // After the command exits, what is still in its pipes is read, up to this much: a process
 // outside its group could otherwise keep a pipe open and writing forever.
@@ -340,13 +337,15 @@ class command_runner {
     for (auto& a : argv_storage)
       argv.push_back(a.data());
     argv.push_back(nullptr);
+    // The payload was checked when it was parsed; each name is checked once more right where
+    // the environment is built, so no other path to posix_spawn can skip the rules.
     std::vector<std::string> env_storage;
-    bool has_path = false;
     for (const auto& [name, value] : p.env) {
-      has_path = has_path || name == "PATH";
+      if (const auto problem = command_env_problem(name, policy_))
+        return handler_result::failure("command payload: 'env." + name + "' " + *problem);
       env_storage.push_back(name + "=" + value);
     }
-    if (!has_path) env_storage.emplace_back(default_path);
+    env_storage.push_back("PATH=" + policy_.path);
     std::vector<char*> envp;
     for (auto& e : env_storage)
       envp.push_back(e.data());

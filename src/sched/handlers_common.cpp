@@ -148,6 +148,108 @@ bool starts_with_icase(std::string_view s, std::string_view prefix) {
   return true;
 }
 
+// Environment variables no task may set (docs/handlers.md, "Environment"). Each lets a task
+// run code of its choosing inside an allow-listed program, or point one at files of its
+// choosing, which would make the allow-list meaningless.
+struct env_rule {
+  std::string_view name;
+  bool prefix;  // matches every name that starts with `name`
+  std::string_view why;
+};
+
+constexpr std::string_view why_loader =
+    "the dynamic loader reads it, so it could load a library of the task's choosing into the "
+    "allowed program";
+constexpr std::string_view why_path =
+    "it decides which program a command runs by name; the operator sets PATH (commands.path)";
+constexpr std::string_view why_libc =
+    "the C library loads or reads the files it names, which could be files of the task's "
+    "choosing";
+constexpr std::string_view why_shell = "shells read it and could run code of the task's choosing";
+constexpr std::string_view why_interpreter =
+    "an interpreter loads code or options from it, which could be code of the task's choosing";
+constexpr std::string_view why_program =
+    "programs run the command it names, which could be a program of the task's choosing";
+constexpr std::string_view why_files =
+    "libraries load configuration, modules or terminal descriptions from the files it names, "
+    "or write secrets to it";
+
+constexpr env_rule never_allowed[] = {
+    {"LD_", true, why_loader},
+    {"PATH", false, why_path},
+    {"GLIBC_TUNABLES", false, why_libc},
+    {"GCONV_PATH", false, why_libc},
+    {"GETCONF_DIR", false, why_libc},
+    {"HOSTALIASES", false, why_libc},
+    {"LOCALDOMAIN", false, why_libc},
+    {"LOCPATH", false, why_libc},
+    {"MALLOC_", true, why_libc},
+    {"NLSPATH", false, why_libc},
+    {"RESOLV_HOST_CONF", false, why_libc},
+    {"RES_OPTIONS", false, why_libc},
+    {"TZDIR", false, why_libc},
+    {"BASH_", true, why_shell},
+    {"BASHOPTS", false, why_shell},
+    {"CDPATH", false, why_shell},
+    {"ENV", false, why_shell},
+    {"IFS", false, why_shell},
+    {"PROMPT_COMMAND", false, why_shell},
+    {"PS4", false, why_shell},
+    {"SHELLOPTS", false, why_shell},
+    {"ZDOTDIR", false, why_shell},
+    {"CLASSPATH", false, why_interpreter},
+    {"GEM_HOME", false, why_interpreter},
+    {"GEM_PATH", false, why_interpreter},
+    {"JAVA_TOOL_OPTIONS", false, why_interpreter},
+    {"JDK_JAVA_OPTIONS", false, why_interpreter},
+    {"_JAVA_OPTIONS", false, why_interpreter},
+    {"LUA_", true, why_interpreter},
+    {"NODE_OPTIONS", false, why_interpreter},
+    {"NODE_PATH", false, why_interpreter},
+    {"PERL", true, why_interpreter},
+    {"PHPRC", false, why_interpreter},
+    {"PHP_INI_SCAN_DIR", false, why_interpreter},
+    {"PSQLRC", false, why_interpreter},
+    {"PYTHON", true, why_interpreter},
+    {"RUBY", true, why_interpreter},
+    {"TCLLIBPATH", false, why_interpreter},
+    {"BROWSER", false, why_program},
+    {"EDITOR", false, why_program},
+    {"GIT_", true, why_program},
+    {"MANPAGER", false, why_program},
+    {"PAGER", false, why_program},
+    {"SSH_ASKPASS", false, why_program},
+    {"SUDO_ASKPASS", false, why_program},
+    {"VISUAL", false, why_program},
+    {"OPENSSL_CONF", false, why_files},
+    {"OPENSSL_ENGINES", false, why_files},
+    {"OPENSSL_MODULES", false, why_files},
+    {"SSLKEYLOGFILE", false, why_files},
+    {"TERMCAP", false, why_files},
+    {"TERMINFO", false, why_files},
+    {"TERMINFO_DIRS", false, why_files},
+};
+
+// A portable environment variable name: letters, digits and '_', not starting with a digit.
+// Anything else (BASH_FUNC_x%%, names with '=' or NUL) is refused outright.
+bool is_env_name(std::string_view s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s.front())) != 0) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_';
+  });
+}
+
+// Both sides folded to lower case (starts_with_icase expects a lower-case prefix).
+bool starts_with_icase_ascii(std::string_view s, std::string_view prefix) noexcept {
+  if (s.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(s[i])) !=
+        std::tolower(static_cast<unsigned char>(prefix[i])))
+      return false;
+  }
+  return true;
+}
+
 pg::param to_param(const json& v) {
   switch (v.type()) {
     case json::value_t::null:
@@ -264,8 +366,7 @@ command_payload parse_command_payload(std::string_view text, const command_polic
 
   p.env = r.string_map("env");
   for (const auto& [name, value] : p.env) {
-    if (name.empty() || name.find('=') != std::string::npos || has_nul(name))
-      r.fail("env." + name, "is not a valid variable name (empty, or contains '=' or NUL)");
+    if (const auto problem = command_env_problem(name, policy)) r.fail("env." + name, *problem);
   }
 
   if (auto cwd = r.optional_string("cwd")) {
@@ -309,6 +410,32 @@ std::string redact_url(std::string_view url) {
 }
 
 }  // namespace detail
+
+std::optional<std::string_view> never_allowed_env(std::string_view name) noexcept {
+  for (const auto& rule : detail::never_allowed) {
+    const bool match = rule.prefix ? detail::starts_with_icase_ascii(name, rule.name)
+                                   : name.size() == rule.name.size() &&
+                                         detail::starts_with_icase_ascii(name, rule.name);
+    if (match) return rule.why;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> command_env_problem(std::string_view name,
+                                               const command_policy& policy) {
+  if (!detail::is_env_name(name))
+    return "is not a valid variable name (letters, digits and '_', not starting with a digit)";
+  if (const auto why = never_allowed_env(name)) return "is not allowed: " + std::string(*why);
+  const auto& allowed = policy.allowed_env;
+  if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), name) == allowed.end()) {
+    std::string names;
+    for (const auto& a : allowed)
+      names += (names.empty() ? "" : ", ") + a;
+    return "is not allowed: not one of the variables the operator allows (allowed_env: " + names +
+           ")";
+  }
+  return std::nullopt;
+}
 
 handler make_noop_handler() {
   return [](task_context&) { return handler_result::success(); };

@@ -45,7 +45,8 @@ struct command_payload {
 // Each throws schedule_error whose message starts with "<type> payload: " and names the field.
 [[nodiscard]] sql_payload parse_sql_payload(std::string_view json);
 [[nodiscard]] http_payload parse_http_payload(std::string_view json);
-// Also checks argv[0] against policy.allow ("command not allowed: ...").
+// Also checks argv[0] against policy.allow ("command not allowed: ...") and each env name with
+// command_env_problem().
 [[nodiscard]] command_payload parse_command_payload(std::string_view json,
                                                     const command_policy& policy);
 

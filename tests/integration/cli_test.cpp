@@ -220,6 +220,17 @@ TEST(Cli, BadScheduleNamesTheField) {
       with_schema({"task", "add", "--type", "noop", "--at", "now", "--payload", "[1]"}, schema));
   EXPECT_NE(payload.code, 0);
   EXPECT_NE(payload.err.find("payload"), std::string::npos) << payload.err;
+
+  // A command task may not choose what the dynamic loader loads into its program.
+  auto preload =
+      run_sluice(with_schema({"task", "add", "--type", "command", "--at", "now", "--payload",
+                              R"({"argv": ["/usr/bin/echo"],
+                                             "env": {"LD_PRELOAD": "/tmp/evil.so"}})"},
+                             schema));
+  EXPECT_NE(preload.code, 0);
+  EXPECT_NE(preload.err.find("'env.LD_PRELOAD' is not allowed: the dynamic loader reads it"),
+            std::string::npos)
+      << preload.err;
 }
 
 TEST(Cli, DoctorPassesOnAHealthySchemaAndCountsProblems) {

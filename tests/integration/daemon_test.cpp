@@ -49,7 +49,8 @@ struct knobs {
   std::string allow = R"(["/usr/bin/echo", "/usr/bin/sleep"])";
   std::string log_level = "debug";
   int workers = 4;
-  std::string extra;  // appended as is (whole tables only)
+  std::string extra;           // appended as is (whole tables only)
+  std::string commands_extra;  // more lines of [commands]
 };
 
 std::string config_toml(const knobs& k) {
@@ -91,9 +92,9 @@ std::string config_toml(const knobs& k) {
        "\n"
        "[commands]\n"
        "allow = "
-    << k.allow
+    << k.allow << "\n"
+    << k.commands_extra
     << "\n"
-       "\n"
        "[log]\n"
        "level = \""
     << k.log_level << "\"\n"
@@ -457,6 +458,49 @@ TEST_F(Daemon, CommandsRunOnlyFromTheAllowList) {
   EXPECT_EQ(failed["outcome"], "failed");
   EXPECT_NE(failed["error"].get<std::string>().find("command not allowed"), std::string::npos)
       << failed.dump();
+}
+
+TEST_F(Daemon, CommandTasksCannotSetLoaderVariables) {
+  knobs k;
+  k.commands_extra = "allowed_env = [\"GREETING\"]\n";
+  start(k);
+  const auto before = scalar("SELECT count(*) FROM sluice.tasks");
+  // LD_PRELOAD would make the allowed echo run a library of the task's choosing.
+  const auto preload =
+      post("/api/v1/tasks",
+           json{{"type", "command"},
+                {"payload",
+                 {{"argv", {"/usr/bin/echo", "hi"}}, {"env", {{"LD_PRELOAD", "/tmp/evil.so"}}}}}}
+               .dump());
+  expect_error(preload, 400, "bad_request",
+               "command payload: 'env.LD_PRELOAD' is not allowed: the dynamic loader reads it");
+  const auto unlisted =
+      post("/api/v1/tasks",
+           json{{"type", "command"},
+                {"payload", {{"argv", {"/usr/bin/echo", "hi"}}, {"env", {{"HOME", "/root"}}}}}}
+               .dump());
+  expect_error(unlisted, 400, "bad_request", "(allowed_env: GREETING)");
+  EXPECT_EQ(scalar("SELECT count(*) FROM sluice.tasks"), before);
+
+  const std::int64_t ok =
+      create({{"type", "command"},
+              {"payload", {{"argv", {"/usr/bin/echo", "hello"}}, {"env", {{"GREETING", "hi"}}}}}});
+  ASSERT_TRUE(wait_for_state(ok, "succeeded")) << task(ok).dump();
+
+  // Written to the table directly, past the API: refused when it runs.
+  auto conn = db_->connect();
+  const auto direct = conn.query(
+                              "INSERT INTO sluice.tasks (type, payload, schedule_kind, "
+                              "schedule_spec, next_run_at, max_attempts) VALUES ('command', "
+                              "'{\"argv\": [\"/usr/bin/echo\"], \"env\": {\"LD_PRELOAD\": "
+                              "\"/tmp/evil.so\"}}', 'once', '1970-01-01T00:00:00Z', now(), 1) "
+                              "RETURNING id")
+                          .one<std::int64_t>();
+  conn.exec("NOTIFY \"sluice.tasks\"");
+  ASSERT_TRUE(wait_for_state(direct, "failed")) << task(direct).dump();
+  EXPECT_NE(runs(direct)[0]["error"].get<std::string>().find("'env.LD_PRELOAD' is not allowed"),
+            std::string::npos)
+      << runs(direct)[0].dump();
 }
 
 TEST_F(Daemon, SqlTasksRecordRowsAndSqlstate) {
@@ -905,6 +949,42 @@ TEST_F(Daemon, PrintConfigShowsNoSecret) {
   EXPECT_NE(j["database"]["url"].get<std::string>().find(db_->name()), std::string::npos);
   EXPECT_EQ(daemon_->log().find(token), std::string::npos);
   EXPECT_EQ(daemon_->log().find(db_password), std::string::npos);
+}
+
+TEST_F(Daemon, PrintConfigShowsNoSecretInAnyFormLibpqReads) {
+  // Each url hides the same secret in another of libpq's forms; --print-config connects to
+  // none of them.
+  const std::string secret = "pc-secret-4711";
+  knobs k;
+  k.extra =
+      "\n[pools.keyword_encoded]\nurl = \"postgresql://app@db.internal/prod?passwor%64=" + secret +
+      "&sslmode=require\"\n" +
+      "\n[pools.sslpassword]\nurl = \"postgresql://app@db.internal/prod?sslpassword=" + secret +
+      "\"\n" + "\n[pools.multi_host]\nurl = \"postgresql://app:" + secret +
+      "@db1:5432,db2:5433/prod?target_session_attrs=read-write\"\n" +
+      "\n[pools.quoted]\nurl = \"host=db.internal password = '" + secret +
+      " two' sslpassword='a\\\\'" + secret + "'\"\n";
+  auto o = options(k);
+  o.extra_args = {"--print-config"};
+  o.wait_until_serving = false;
+  daemon_ = std::make_unique<daemon_process>(o);
+  const auto code = daemon_->wait_exit(20s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0) << daemon_->log();
+  const std::string log = daemon_->log();
+  EXPECT_EQ(log.find(secret), std::string::npos) << log;
+  EXPECT_EQ(log.find("pc-secret"), std::string::npos) << log;
+  const json j = json::parse(log, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << log;
+  std::map<std::string, std::string> urls;
+  for (const auto& [name, pool] : j["pools"].items())
+    urls[name] = pool["url"];
+  EXPECT_EQ(urls["keyword_encoded"],
+            "postgresql://app@db.internal/prod?passwor%64=***&sslmode=require");
+  EXPECT_EQ(urls["sslpassword"], "postgresql://app@db.internal/prod?sslpassword=***");
+  EXPECT_EQ(urls["multi_host"],
+            "postgresql://app:***@db1:5432,db2:5433/prod?target_session_attrs=read-write");
+  EXPECT_EQ(urls["quoted"], "host=db.internal password = *** sslpassword=***");
 }
 
 }  // namespace

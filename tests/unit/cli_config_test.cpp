@@ -567,6 +567,37 @@ TEST(Config, CommandsMustBeAbsoluteExistingExecutables) {
   EXPECT_EQ(c.commands.allow, std::vector<std::string>{runnable.string()});
 }
 
+TEST(Config, CommandsEnvironmentRules) {
+  auto c = parse(
+      "[commands]\nallowed_env = [\"LOG_DIR\", \"TZ\", \"LOG_DIR\"]\n"
+      "path = \"/opt/tools/bin:/usr/bin\"\n");
+  EXPECT_EQ(c.commands.allowed_env, (std::vector<std::string>{"LOG_DIR", "TZ"}));
+  EXPECT_EQ(c.commands.path, "/opt/tools/bin:/usr/bin");
+  const auto j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["commands"]["allowed_env"], (nlohmann::json{"LOG_DIR", "TZ"}));
+  EXPECT_EQ(j["commands"]["path"], "/opt/tools/bin:/usr/bin");
+
+  c = parse("");
+  EXPECT_TRUE(c.commands.allowed_env.empty());
+  EXPECT_EQ(c.commands.path, "/usr/bin:/bin");
+
+  // A variable no task may set cannot be allowed either: the file says why.
+  auto e = parse_error("[commands]\nallowed_env = [\"TZ\", \"LD_PRELOAD\"]\n",
+                       "'LD_PRELOAD' is not allowed: the dynamic loader reads it");
+  EXPECT_EQ(e.key(), "commands.allowed_env[1]");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[commands]\nallowed_env = [\"PATH\"]\n", "commands.path");
+  parse_error("[commands]\nallowed_env = [\"PYTHONPATH\"]\n", "an interpreter loads code");
+  parse_error("[commands]\nallowed_env = [\"A=B\"]\n", "is not a valid variable name");
+  parse_error("[commands]\nallowed_env = [3]\n", "commands.allowed_env[0]: expected a string");
+  parse_error("[commands]\nallowed_env = \"TZ\"\n", "expected an array of environment variable");
+  parse_error("[commands]\nallowed_env = []\n", "is empty");
+  parse_error("[commands]\npath = \"\"\n", "must not be empty");
+  parse_error("[commands]\npath = \"bin:/usr/bin\"\n", "must be absolute directories");
+  parse_error("[commands]\npath = \"/usr/bin::/bin\"\n", "no empty entries");
+  parse_error("[commands]\npath = \"/usr/bin:\"\n", "no empty entries");
+}
+
 constexpr std::string_view two_pools_only = R"toml(
 [pools.platform]
 size = 5

@@ -1,6 +1,7 @@
-// The command handler against real executables: output and exit codes, the exact environment,
-// stdin, truncation, the allow-list, and that a command past its deadline is terminated (or
-// killed, when it ignores SIGTERM) together with its whole process group and reaped.
+// The command handler against real executables: output and exit codes, the exact environment
+// (and the variables no task may set), stdin, truncation, the allow-list, and that a command past
+// its deadline is terminated (or killed, when it ignores SIGTERM) together with its whole process
+// group and reaped.
 
 #include <cerrno>
 #include <chrono>
@@ -118,9 +119,43 @@ TEST(HandlersCommand, EnvironmentIsExactlyThePayloadsPlusPath) {
   // nlohmann orders object keys; env prints the environment in the order it was given.
   EXPECT_EQ(o.detail["stdout"], "A=b c\nK=V\nPATH=/usr/bin:/bin\n");
 
-  o = run(test_policy(), {{"argv", {"/usr/bin/env"}}, {"env", {{"PATH", "/opt/bin"}}}});
+  // PATH is the operator's (policy.path), never the task's.
+  sched::command_policy policy = test_policy();
+  policy.path = "/opt/tools/bin:/usr/bin";
+  o = run(policy, {{"argv", {"/usr/bin/env"}}});
   ASSERT_TRUE(o.result.ok) << o.result.error;
-  EXPECT_EQ(o.detail["stdout"], "PATH=/opt/bin\n");
+  EXPECT_EQ(o.detail["stdout"], "PATH=/opt/tools/bin:/usr/bin\n");
+}
+
+TEST(HandlersCommand, LoaderAndInterpreterVariablesAreRefusedAtRunTime) {
+  // The task would run an allowed program with a library of its choosing preloaded. The run
+  // fails before anything starts: the marker the shell would create never appears.
+  const std::filesystem::path marker =
+      std::filesystem::temp_directory_path() / ("sluice_preload_" + std::to_string(getpid()));
+  for (const char* name : {"LD_PRELOAD", "LD_LIBRARY_PATH", "ld_audit", "PATH", "BASH_ENV",
+                           "GCONV_PATH", "PYTHONPATH", "NODE_OPTIONS"}) {
+    const auto o = run(test_policy(), {{"argv", {"/bin/sh", "-c", ": > " + marker.string()}},
+                                       {"env", {{name, "/tmp/evil.so"}}}});
+    EXPECT_FALSE(o.result.ok) << name;
+    EXPECT_THAT(o.result.error,
+                StartsWith(std::string("command payload: 'env.") + name + "' is not allowed: "));
+    EXPECT_TRUE(o.detail.is_null()) << name << ": " << o.detail.dump();
+    EXPECT_FALSE(std::filesystem::exists(marker)) << name;
+  }
+}
+
+TEST(HandlersCommand, WithAnAllowedEnvListOnlyThoseNamesMaySet) {
+  sched::command_policy policy = test_policy();
+  policy.allowed_env = {"LOG_DIR", "TZ"};
+  auto o = run(policy, {{"argv", {"/usr/bin/env"}}, {"env", {{"LOG_DIR", "/var/log/app"}}}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+  EXPECT_EQ(o.detail["stdout"], "LOG_DIR=/var/log/app\nPATH=/usr/bin:/bin\n");
+
+  o = run(policy, {{"argv", {"/usr/bin/env"}}, {"env", {{"HOME", "/root"}}}});
+  EXPECT_FALSE(o.result.ok);
+  EXPECT_EQ(o.result.error,
+            "command payload: 'env.HOME' is not allowed: not one of the variables the operator "
+            "allows (allowed_env: LOG_DIR, TZ)");
 }
 
 TEST(HandlersCommand, RunsInTheGivenDirectory) {
@@ -188,11 +223,15 @@ TEST(HandlersCommand, AMissingExecutableFailsToStart) {
 }
 
 TEST(HandlersCommand, TheChildInheritsOnlyStdio) {
-  // A descriptor this process opened without close-on-exec, as careless library code would.
+  // Descriptors this process opened without close-on-exec, as careless library code would:
+  // one with the next free number and one far above it.
   const int leaked = ::open("/dev/null", O_RDONLY);
   ASSERT_GE(leaked, 0);
+  const int leaked_high = ::dup2(leaked, 900);
+  ASSERT_EQ(leaked_high, 900);
   const auto o = run(test_policy(), {{"argv", {"/bin/ls", "/proc/self/fd"}}});
   ::close(leaked);
+  ::close(leaked_high);
   ASSERT_TRUE(o.result.ok) << o.result.error;
   // 0, 1, 2 and the directory ls itself opened to list /proc/self/fd.
   EXPECT_EQ(o.detail["stdout"], "0\n1\n2\n3\n");

@@ -111,7 +111,38 @@ const std::vector<bad_payload> bad_payloads = {
      "command payload: command not allowed: /bin/./echo (argv[0] must be one of the "
      "allow-listed paths)"},
     {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"A=B\": \"c\"}}",
-     "command payload: 'env.A=B' is not a valid variable name (empty, or contains '=' or NUL)"},
+     "command payload: 'env.A=B' is not a valid variable name (letters, digits and '_', not "
+     "starting with a digit)"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"\": \"c\"}}",
+     "command payload: 'env.' is not a valid variable name (letters, digits and '_', not "
+     "starting with a digit)"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"BASH_FUNC_ls%%\": \"() { id; }\"}}",
+     "command payload: 'env.BASH_FUNC_ls%%' is not a valid variable name (letters, digits and "
+     "'_', not starting with a digit)"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"1X\": \"c\"}}",
+     "command payload: 'env.1X' is not a valid variable name (letters, digits and '_', not "
+     "starting with a digit)"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"LD_PRELOAD\": \"/tmp/x.so\"}}",
+     "command payload: 'env.LD_PRELOAD' is not allowed: the dynamic loader reads it, so it could "
+     "load a library of the task's choosing into the allowed program"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"Ld_Library_Path\": \"/tmp\"}}",
+     "command payload: 'env.Ld_Library_Path' is not allowed: the dynamic loader reads it, so it "
+     "could load a library of the task's choosing into the allowed program"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"PATH\": \"/tmp\"}}",
+     "command payload: 'env.PATH' is not allowed: it decides which program a command runs by "
+     "name; the operator sets PATH (commands.path)"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"GCONV_PATH\": \"/tmp\"}}",
+     "command payload: 'env.GCONV_PATH' is not allowed: the C library loads or reads the files it "
+     "names, which could be files of the task's choosing"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"BASH_ENV\": \"/tmp/rc\"}}",
+     "command payload: 'env.BASH_ENV' is not allowed: shells read it and could run code of the "
+     "task's choosing"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"PYTHONPATH\": \"/tmp\"}}",
+     "command payload: 'env.PYTHONPATH' is not allowed: an interpreter loads code or options from "
+     "it, which could be code of the task's choosing"},
+    {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"GIT_SSH_COMMAND\": \"id\"}}",
+     "command payload: 'env.GIT_SSH_COMMAND' is not allowed: programs run the command it names, "
+     "which could be a program of the task's choosing"},
     {"command", "{\"argv\": [\"/bin/echo\"], \"env\": {\"K\": 1}}",
      "command payload: 'env.K' must be a string"},
     {"command", "{\"argv\": [\"/bin/echo\"], \"cwd\": \"tmp\"}",
@@ -154,6 +185,64 @@ TEST(HandlersPayload, GoodPayloadsAreAccepted) {
       "command", R"({"argv": ["/bin/echo"], "env": null, "cwd": null, "stdin": null})", &policy));
   EXPECT_NO_THROW(sched::validate_payload("noop", R"({"anything": [1, 2, 3]})", nullptr));
   EXPECT_NO_THROW(sched::validate_payload("my.custom", R"({"whatever": true})", nullptr));
+}
+
+TEST(HandlersPayload, VariablesThatInjectCodeAreNeverAllowed) {
+  for (const char* name : {"LD_PRELOAD",
+                           "LD_LIBRARY_PATH",
+                           "LD_AUDIT",
+                           "ld_preload",
+                           "PATH",
+                           "Path",
+                           "GLIBC_TUNABLES",
+                           "GCONV_PATH",
+                           "LOCPATH",
+                           "NLSPATH",
+                           "HOSTALIASES",
+                           "RESOLV_HOST_CONF",
+                           "MALLOC_CHECK_",
+                           "MALLOC_TRACE",
+                           "BASH_ENV",
+                           "ENV",
+                           "IFS",
+                           "SHELLOPTS",
+                           "PS4",
+                           "PYTHONPATH",
+                           "PYTHONSTARTUP",
+                           "PYTHONWARNINGS",
+                           "PERL5LIB",
+                           "PERL5OPT",
+                           "RUBYOPT",
+                           "NODE_OPTIONS",
+                           "JAVA_TOOL_OPTIONS",
+                           "LUA_INIT",
+                           "PSQLRC",
+                           "GIT_CONFIG_COUNT",
+                           "PAGER",
+                           "OPENSSL_CONF",
+                           "SSLKEYLOGFILE"}) {
+    EXPECT_TRUE(sched::never_allowed_env(name).has_value()) << name;
+  }
+  for (const char* name : {"HOME", "LANG", "LC_ALL", "TZ", "LOG_DIR", "NODE_ENV", "ENVIRONMENT",
+                           "PATHS", "MY_PATH", "LDAP_URI", "XLD_PRELOAD"}) {
+    EXPECT_FALSE(sched::never_allowed_env(name).has_value()) << name;
+  }
+}
+
+TEST(HandlersPayload, AnAllowedEnvListAdmitsOnlyItsNamesAndNeverALoaderVariable) {
+  sched::command_policy policy = test_policy();
+  policy.allowed_env = {"LOG_DIR", "LD_PRELOAD"};  // the second can never take effect
+  EXPECT_NO_THROW(sched::validate_payload(
+      "command", R"({"argv": ["/bin/echo"], "env": {"LOG_DIR": "/var/log"}})", &policy));
+  EXPECT_EQ(
+      validation_error("command", R"({"argv": ["/bin/echo"], "env": {"HOME": "/"}})", &policy),
+      "command payload: 'env.HOME' is not allowed: not one of the variables the operator "
+      "allows (allowed_env: LOG_DIR, LD_PRELOAD)");
+  EXPECT_EQ(
+      validation_error("command", R"({"argv": ["/bin/echo"], "env": {"LD_PRELOAD": "/tmp/x.so"}})",
+                       &policy),
+      "command payload: 'env.LD_PRELOAD' is not allowed: the dynamic loader reads it, so it "
+      "could load a library of the task's choosing into the allowed program");
 }
 
 TEST(HandlersPayload, WithoutAPolicyNoCommandIsAllowed) {

@@ -1,4 +1,4 @@
-// SQLSTATE classification, the error classes, and conninfo redaction.
+// SQLSTATE classification and the error classes (conninfo redaction: pg_conninfo_test.cpp).
 
 #include <string>
 #include <string_view>
@@ -191,70 +191,4 @@ TEST(PgError, SqlstateFromUnrelatedMessagesIsEmpty) {
   EXPECT_EQ(pg::sqlstate_from_message("timeout expired"), "");
   // Five characters after two spaces, but not followed by ':'.
   EXPECT_EQ(pg::sqlstate_from_message("FATAL:  ABCDE is not a code"), "");
-}
-
-// ---- redact_conninfo ----
-
-struct redaction_case {
-  std::string_view input;
-  std::string_view expected;
-};
-
-TEST(PgError, RedactConninfo) {
-  const redaction_case cases[] = {
-      {"", ""},
-      {"host=db port=5432 dbname=app user=bob", "host=db port=5432 dbname=app user=bob"},
-      {"host=db password=s3cret user=bob", "host=db password=*** user=bob"},
-      {"password=s3cret", "password=***"},
-      {"host=db password = s3cret", "host=db password = ***"},
-      {"host=db password='se cret' user=bob", "host=db password=*** user=bob"},
-      {R"(host=db password='it\'s \\ here' user=bob)", "host=db password=*** user=bob"},
-      {"host=db PASSWORD=s3cret", "host=db PASSWORD=***"},
-      {"host=db password=", "host=db password=***"},
-      {"  host=db\tpassword=x1  ", "  host=db\tpassword=***  "},
-      // Unterminated quote: libpq reads to the end, so do we.
-      {"host=db password='abc def", "host=db password=***"},
-      // Malformed tail (a password with a space, unquoted): not echoed.
-      {"host=db password=se cret user=bob", "host=db password=*** ***"},
-      // dbname may carry a whole URI or conninfo (expand_dbname).
-      {"dbname=postgresql://u:pw@h/db", "dbname='postgresql://u:***@h/db'"},
-      {"dbname='host=h password=pw' user=x", "dbname='host=h password=***' user=x"},
-      {"dbname=app", "dbname=app"},
-      // URIs.
-      {"postgresql://bob:s3cret@db.example.com:5432/app",
-       "postgresql://bob:***@db.example.com:5432/app"},
-      {"postgres://bob:s3cret@db/app", "postgres://bob:***@db/app"},
-      {"postgresql://bob@db/app", "postgresql://bob@db/app"},
-      {"postgresql://db/app", "postgresql://db/app"},
-      {"postgresql://", "postgresql://"},
-      {"postgresql://bob:@db/app", "postgresql://bob:***@db/app"},
-      {"postgresql://bob:p%40ss@db/app", "postgresql://bob:***@db/app"},
-      // A raw '@' or '/' in the password (invalid, but written by people) is still hidden.
-      {"postgresql://bob:p@ss/w@db/app", "postgresql://bob:***@db/app"},
-      {"postgresql://db/app?password=s3cret&sslmode=require",
-       "postgresql://db/app?password=***&sslmode=require"},
-      {"postgresql://u:a@db/app?sslmode=require&password=b&application_name=x",
-       "postgresql://u:***@db/app?sslmode=require&password=***&application_name=x"},
-      {"postgresql://h1:5432,h2:5433/app?target_session_attrs=read-write",
-       "postgresql://h1:5432,h2:5433/app?target_session_attrs=read-write"},
-      {"POSTGRESQL://bob:s3cret@db/app", "POSTGRESQL://bob:***@db/app"},
-  };
-  for (const auto& c : cases) {
-    EXPECT_EQ(pg::redact_conninfo(c.input), c.expected) << "input: " << c.input;
-  }
-}
-
-TEST(PgError, RedactedTextNeverContainsThePassword) {
-  const std::string_view secret = "Tr0ub4dor&3";
-  const std::string inputs[] = {
-      "host=h password=" + std::string(secret),
-      "host=h password='" + std::string(secret) + "'",
-      "postgresql://u:" + std::string(secret) + "@h/db",
-      "postgresql://h/db?password=" + std::string(secret),
-      "dbname='postgresql://u:" + std::string(secret) + "@h/db'",
-  };
-  for (const auto& input : inputs) {
-    const std::string out = pg::redact_conninfo(input);
-    EXPECT_EQ(out.find(secret), std::string::npos) << input << " -> " << out;
-  }
 }

@@ -8,6 +8,9 @@
 #include <string>
 #include <string_view>
 
+// redact_conninfo() was declared here; it lives with the other conninfo functions now.
+#include "sluice/pg/conninfo.hpp"
+
 namespace sluice::pg {
 
 // What a caller should do after an error with a given SQLSTATE.
@@ -86,8 +89,5 @@ class conversion_error : public error {
  public:
   using error::error;
 };
-
-// Removes the password from a conninfo string or URI so it can be logged. Keeps everything else.
-[[nodiscard]] std::string redact_conninfo(std::string_view conninfo);
 
 }  // namespace sluice::pg

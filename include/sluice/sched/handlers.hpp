@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,7 +38,28 @@ struct command_policy {
   std::size_t max_output_bytes = 64 * 1024;
   // How long a command may take to exit after SIGTERM before its process group gets SIGKILL.
   std::chrono::milliseconds kill_grace = std::chrono::seconds(2);
+  // Names of the environment variables a task's `env` may set. Empty: any valid name except
+  // those never_allowed_env() refuses. Not empty: only these names, and still none of those.
+  std::vector<std::string> allowed_env;
+  // The command's PATH. Tasks cannot set PATH: it decides which programs a command runs by name.
+  std::string path = "/usr/bin:/bin";
 };
+
+// Why a task may never set the environment variable `name`, whatever the policy says, or
+// nullopt when it may. Refused: the dynamic loader's LD_* variables, PATH, GLIBC_TUNABLES and the
+// C library's other file-loading variables (GCONV_PATH, LOCPATH, ...), the variables shells and
+// interpreters read code or options from (BASH_ENV, ENV, IFS, PYTHON*, PERL*, RUBY*,
+// NODE_OPTIONS, ...), and those that name a program other programs run (PAGER, GIT_*, ...).
+// Each would let a task run code of its choosing inside an allow-listed program. Names are
+// compared without regard to case. The full list is in docs/handlers.md.
+[[nodiscard]] std::optional<std::string_view> never_allowed_env(std::string_view name) noexcept;
+
+// Why a command task may not set the environment variable `name` under `policy`, as words that
+// follow the quoted name ("is not allowed: the dynamic loader reads it, ..."), or nullopt when
+// it may. Checks that the name is a portable one (letters, digits, '_'), never_allowed_env(),
+// then policy.allowed_env.
+[[nodiscard]] std::optional<std::string> command_env_problem(std::string_view name,
+                                                             const command_policy& policy);
 
 // `sql`: runs the payload's statement with its parameters on a lease from the named pool of
 // ctx.pools(). Detail: {"rows_affected": n, "rows": n}, or {"sqlstate": "..."} on an SQL error.
@@ -53,7 +75,8 @@ struct command_policy {
 [[nodiscard]] handler make_http_handler(std::size_t max_body_excerpt = 4096);
 
 // `command`: runs argv[0] (which must be in policy.allow) with argv, in its own process group,
-// with exactly the payload's environment plus PATH=/usr/bin:/bin, without a shell.
+// with exactly the payload's environment (checked against policy.allowed_env and
+// never_allowed_env()) plus PATH=policy.path, without a shell, with only descriptors 0, 1, 2.
 // Detail: {"exit_code", "signal", "stdout", "stderr", "timed_out", ...}.
 [[nodiscard]] handler make_command_handler(command_policy policy);
 
@@ -63,7 +86,7 @@ struct command_policy {
 // Checks a payload for a task type without running it, so that an API can refuse a bad task
 // when it is created rather than when it first runs. Knows "sql", "http", "command" and "noop";
 // for any other type it only checks that the payload is a JSON object. For "command", `policy`
-// supplies the allow-list; a null policy allows no command.
+// supplies the allow-list and the environment rules; a null policy allows no command.
 // Throws schedule_error naming the type and the field, e.g.
 // "sql payload: unknown field 'parms' (known: pool, sql, params, transactional)".
 void validate_payload(std::string_view type, std::string_view payload_json,
