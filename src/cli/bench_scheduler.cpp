@@ -55,11 +55,12 @@ constexpr const char* insert_many_sql =
     " $14, $15 FROM generate_series(1, $16)";
 constexpr const char* count_succeeded_sql =
     "SELECT count(*) FROM {s}.tasks WHERE type = $1 AND state = 'succeeded'";
-// The node's connections: its lane pool (by application_name) and its LISTEN connection (which
-// always calls itself sluice/listen; its last statement names the schema's channel).
+// The node's connections: its lane pool (by application_name) and its LISTEN connection, which
+// the engine names after the lane ("<lane's name>/listen"; $2, the channel, is in its last
+// statement).
 constexpr const char* node_connections_sql =
     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    " AND (application_name = $1 OR (application_name = 'sluice/listen'"
+    " AND (application_name = $1 OR (application_name = $1 || '/listen'"
     " AND position($2 in query) > 0))";
 // The meter's reading: the database's transactions so far, the autovacuum / autoanalyze runs on
 // its tables (their transactions count too) and the autovacuum workers busy in it now.
@@ -252,6 +253,7 @@ void run_bench_scheduler(const bench_options& opt) {
   ss.node_id = app;
   ss.workers = opt.workers;
   ss.prefetch = opt.prefetch;
+  ss.max_prefetch = std::max(ss.max_prefetch, opt.prefetch);
   ss.claim_batch = opt.claim_batch;
   if (!opt.heartbeat_interval.empty()) {
     ss.heartbeat_interval = parse_duration_option(opt.heartbeat_interval, "--heartbeat-interval");

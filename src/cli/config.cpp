@@ -701,6 +701,13 @@ daemon_config parse_text(std::string_view text, std::string source,
   }
   if (auto v = sch.small_integer("workers", 1, 1024)) ss.workers = *v;
   if (auto v = sch.small_integer("claim_batch", 1, 100000)) ss.claim_batch = *v;
+  if (auto v = sch.small_integer("prefetch", 0, 100000)) ss.prefetch = *v;
+  if (auto v = sch.small_integer("max_prefetch", 0, 100000)) ss.max_prefetch = *v;
+  if (ss.max_prefetch < ss.prefetch) {
+    sch.fail(sch.node("max_prefetch") != nullptr ? "max_prefetch" : "prefetch",
+             "max_prefetch (" + std::to_string(ss.max_prefetch) + ") must be at least prefetch (" +
+                 std::to_string(ss.prefetch) + ")");
+  }
   if (auto v = sch.duration("poll_interval", 10ms, std::chrono::hours(1))) ss.poll_interval = *v;
   if (auto v = sch.duration("idle_poll_max", 10ms, std::chrono::hours(1))) ss.idle_poll_max = *v;
   if (auto v = sch.duration("heartbeat_interval", 100ms, std::chrono::hours(1))) {
@@ -1264,6 +1271,8 @@ std::string daemon_config::to_json_redacted() const {
   sch["node_id"] = scheduler.node_id;
   sch["workers"] = scheduler.workers;
   sch["claim_batch"] = scheduler.claim_batch;
+  sch["prefetch"] = scheduler.prefetch;
+  sch["max_prefetch"] = scheduler.max_prefetch;
   sch["poll_interval"] = dur(scheduler.poll_interval);
   sch["idle_poll_max"] = dur(scheduler.idle_poll_max);
   sch["heartbeat_interval"] = dur(scheduler.heartbeat_interval);

@@ -176,6 +176,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       throw std::invalid_argument("scheduler: claim_batch must be at least 1");
     if (settings_.prefetch < 0)
       throw std::invalid_argument("scheduler: prefetch must not be negative");
+    if (settings_.max_prefetch < settings_.prefetch)
+      throw std::invalid_argument("scheduler: max_prefetch must be at least prefetch");
+    prefetch_now_ = settings_.prefetch;
     if (settings_.poll_interval.count() <= 0)
       throw std::invalid_argument("scheduler: poll_interval must be positive");
     if (settings_.heartbeat_interval.count() <= 0 ||
@@ -682,12 +685,12 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         int stuck = 0;
         for (const auto& rt : running_)
           stuck += rt->abandoned ? 1 : 0;
-        room = settings_.workers - stuck + settings_.prefetch - outstanding_total;
+        room = settings_.workers - stuck + prefetch_now_ - outstanding_total;
         // Start with a different type each cycle so no type always comes first.
         for (std::size_t k = 0; k < types_.size() && room > 0; ++k) {
           const std::string& type = types_[(claim_rr_ + k) % types_.size()];
-          const int cap = std::min(settings_.claim_batch,
-                                   limit_for(type) + settings_.prefetch - outstanding[type]);
+          const int cap =
+              std::min(settings_.claim_batch, limit_for(type) + prefetch_now_ - outstanding[type]);
           if (cap > 0) caps.emplace_back(type, cap);
         }
         if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
@@ -818,6 +821,13 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       claimed_n += tc.claimed;
     }
     counters_.skipped += skipped_total;
+    // The local queue follows the backlog: a full claim means more is due than was asked for.
+    if (full_batch) {
+      prefetch_now_ =
+          std::min(settings_.max_prefetch, std::max(prefetch_now_ * 2, settings_.workers));
+    } else if (claimed_n > 0 || outcomes.empty()) {
+      prefetch_now_ = std::max(settings_.prefetch, prefetch_now_ / 2);
+    }
     // A cycle that began before stop() may bring claims back after stop() emptied the queue:
     // while draining they are handed back at once, as the queue's were (otherwise they could
     // stay behind as 'running' under this node until a rescue, if the workers stop first).
@@ -1230,6 +1240,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   bool leader_ = false;
   std::size_t rr_ = 0;
   std::size_t claim_rr_ = 0;  // the type that claims first in the next cycle
+  int prefetch_now_ = 0;      // tasks claimed beyond the free workers now (see max_prefetch)
   std::map<std::string, std::deque<std::shared_ptr<running_task>>> queued_;
   std::list<std::shared_ptr<running_task>> running_;
   std::vector<outcome_row> outcomes_;

@@ -409,3 +409,51 @@ TEST_F(SchedEngine, TheLeaderPrunesFinishedTasksPastTheirRetention) {
 }
 
 }  // namespace
+
+namespace {
+
+// The largest claim of one cycle, from the cycle log.
+std::int64_t largest_claim(test::sched_env& env) {
+  return env.scalar("SELECT coalesce(max(claimed), 0)::bigint FROM " + env.q("cycles"));
+}
+
+void insert_due(test::sched_env& env, const std::string& type, int n) {
+  env.sql().query("INSERT INTO " + env.q("tasks") +
+                      " (type, schedule_kind, schedule_spec, next_run_at)"
+                      " SELECT $1, 'once', to_char(now() AT TIME ZONE 'UTC',"
+                      "   'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), now() FROM generate_series(1, $2)",
+                  type, n);
+}
+
+// A backlog is claimed in batches that grow while claims come back full (up to max_prefetch),
+// not in the handful that prefetch alone allows; with max_prefetch = prefetch no cycle claims
+// more than the free workers plus prefetch.
+TEST(SchedEnginePrefetch, ClaimsGrowWithTheBacklogUpToMaxPrefetch) {
+  ASSERT_TRUE(test::database_available());
+  for (const int max_prefetch : {2, 256}) {
+    test::sched_env env;
+    constexpr int tasks = 3000;
+    insert_due(env, "job", tasks);
+    sched::scheduler_settings s = env.settings(2);
+    s.prefetch = 2;
+    s.max_prefetch = max_prefetch;
+    sched::scheduler node(s, env.lane());
+    node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
+    node.start();
+    const std::string succeeded =
+        "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+    ASSERT_TRUE(test::wait_until([&] { return env.scalar(succeeded) == tasks; }, 60s, 50ms))
+        << env.scalar(succeeded) << " of " << tasks << " with max_prefetch " << max_prefetch;
+    node.stop();
+    const std::int64_t largest = largest_claim(env);
+    if (max_prefetch == 2) {
+      EXPECT_LE(largest, 2 + 2) << "claimed more than workers + prefetch in one cycle";
+    } else {
+      EXPECT_GT(largest, 100) << "the claims did not grow with the backlog";
+      EXPECT_LE(largest, 2 + 256);
+    }
+    EXPECT_EQ(env.store().stats().total("runs_succeeded"), tasks);
+  }
+}
+
+}  // namespace

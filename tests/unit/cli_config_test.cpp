@@ -832,3 +832,15 @@ TEST(Config, ExamplesLoad) {
 }
 
 }  // namespace
+
+TEST(Config, PrefetchAndItsCeiling) {
+  const auto cfg = parse("[scheduler]\nprefetch = 4\nmax_prefetch = 64\n");
+  EXPECT_EQ(cfg.scheduler.prefetch, 4);
+  EXPECT_EQ(cfg.scheduler.max_prefetch, 64);
+  const auto defaults = parse("");
+  EXPECT_EQ(defaults.scheduler.prefetch, 8);
+  EXPECT_EQ(defaults.scheduler.max_prefetch, 500);
+  const config_error e = parse_error("[scheduler]\nprefetch = 50\nmax_prefetch = 10\n",
+                                     "max_prefetch (10) must be at least prefetch (50)");
+  EXPECT_NE(std::string(e.what()).find("test.toml:3"), std::string::npos) << e.what();
+}

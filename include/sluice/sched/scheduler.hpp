@@ -38,8 +38,11 @@ struct scheduler_settings {
   std::map<std::string, int> concurrency;  // per task type; unlisted types may use every worker
   int claim_batch = 500;                   // most tasks claimed per type per cycle
   // Tasks claimed beyond the free workers and held in a local queue, so workers never wait for a
-  // cycle. Higher drains faster; lower spreads work more evenly over nodes.
+  // cycle: at least `prefetch`, and while a backlog lasts (claims come back full) the engine
+  // doubles it each cycle up to `max_prefetch`, halving it again once the backlog is gone. A
+  // higher ceiling drains a backlog faster; a lower one spreads it more evenly over nodes.
   int prefetch = 8;
+  int max_prefetch = 500;
   std::chrono::milliseconds poll_interval = 1s;   // longest sleep while work may be due
   std::chrono::milliseconds idle_poll_max = 30s;  // idle nodes back off up to this
   // 2.5 s: 0.4 transactions/s per idle node. A dead node's tasks are rescued within
