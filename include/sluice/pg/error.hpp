@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/error.hpp"
+
 namespace sluice::pg {
 
 // What a caller should do after an error with a given SQLSTATE.
@@ -36,9 +38,9 @@ enum class error_kind {
 [[nodiscard]] std::string sqlstate_from_message(std::string_view message);
 
 // Base of every error the pg layer throws.
-class error : public std::runtime_error {
+class error : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
   // True when the connection that raised this error must be discarded, not reused.
   [[nodiscard]] virtual bool poisons_connection() const noexcept { return false; }
   [[nodiscard]] virtual error_kind kind() const noexcept { return error_kind::ordinary; }
