@@ -62,11 +62,15 @@ if(TARGET sluice_cli)
           COMPONENT runtime)
   install(FILES ${PROJECT_SOURCE_DIR}/examples/incident.toml
           DESTINATION ${CMAKE_INSTALL_DATADIR}/sluice/examples COMPONENT runtime)
-  # The service's configuration goes to /etc/sluice whatever the prefix (as Debian expects);
-  # stage an install elsewhere with DESTDIR. -DSLUICE_INSTALL_ETC=OFF leaves it out.
-  option(SLUICE_INSTALL_ETC "Install /etc/sluice/sluice.toml" ON)
+  # The service's configuration: <prefix>/etc/sluice/sluice.toml (CMAKE_INSTALL_SYSCONFDIR, a
+  # relative path by default), so that `cmake --install --prefix X` writes nothing outside X.
+  # The Debian package moves it to /etc/sluice (cmake/deb_sysconfdir.cmake, below), where
+  # packaging/debian/conffiles and the systemd unit expect it. -DSLUICE_INSTALL_ETC=OFF leaves
+  # it out.
+  option(SLUICE_INSTALL_ETC "Install sluice.toml into CMAKE_INSTALL_SYSCONFDIR/sluice" ON)
   if(SLUICE_INSTALL_ETC)
-    install(FILES ${PROJECT_SOURCE_DIR}/packaging/sluice.toml DESTINATION /etc/sluice COMPONENT runtime)
+    install(FILES ${PROJECT_SOURCE_DIR}/packaging/sluice.toml
+            DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/sluice COMPONENT runtime)
   endif()
 endif()
 
@@ -88,4 +92,8 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_STRIP_FILES ON)  # the package ships stripped binaries
 set(CPACK_GENERATOR DEB)
+# The package installs under /usr (CPACK_PACKAGING_INSTALL_PREFIX) but its configuration belongs
+# in /etc: after CPack's staged install, this script moves <staging>/usr/etc to <staging>/etc.
+set(CPACK_SLUICE_SYSCONFDIR ${CMAKE_INSTALL_SYSCONFDIR})
+set(CPACK_PRE_BUILD_SCRIPTS ${PROJECT_SOURCE_DIR}/cmake/deb_sysconfdir.cmake)
 include(CPack)

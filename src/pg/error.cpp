@@ -5,6 +5,12 @@
 #include <string_view>
 #include <utility>
 
+namespace sluice {
+
+error::~error() = default;
+
+}  // namespace sluice
+
 namespace sluice::pg {
 namespace {
 

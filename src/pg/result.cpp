@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -19,11 +20,6 @@
 namespace sluice::pg {
 namespace {
 
-template <class T>
-struct is_optional : std::false_type {};
-template <class T>
-struct is_optional<std::optional<T>> : std::true_type {};
-
 std::string describe_value(std::string_view text) {
   constexpr std::size_t limit = 64;
   if (text.size() <= limit) return std::string(text);
@@ -35,18 +31,63 @@ std::string describe_value(std::string_view text) {
                          "' is not " + std::string(what));
 }
 
+[[noreturn]] void out_of_range(std::string_view column, std::string_view text,
+                               std::string_view type, const std::string& range = {}) {
+  throw conversion_error("column '" + std::string(column) + "': '" + describe_value(text) +
+                         "' is out of range for " + std::string(type) +
+                         (range.empty() ? std::string() : " (" + range + ")"));
+}
+
 template <class Int>
-Int parse_integer(std::string_view column, std::string_view text, std::string_view what) {
-  Int v{};
+std::string integer_range() {
+  // Through long long / unsigned long long so that signed char and unsigned char print as numbers.
+  using wide = std::conditional_t<std::is_signed_v<Int>, long long, unsigned long long>;
+  return std::to_string(static_cast<wide>(std::numeric_limits<Int>::min())) + " to " +
+         std::to_string(static_cast<wide>(std::numeric_limits<Int>::max()));
+}
+
+// The digits of int2out/int4out/int8out/numeric_out for an integral value: an optional '-' and
+// decimal digits, nothing else (no '+', no spaces, no fraction). Anything outside Int's range
+// throws instead of wrapping; a negative number is out of range for an unsigned type ("-0"
+// excepted).
+template <class Int>
+void read_integer(std::string_view column, std::string_view text, Int& out, std::string_view type) {
   const char* first = text.data();
   const char* last = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(first, last, v);
-  if (ec == std::errc::result_out_of_range) {
-    throw conversion_error("column '" + std::string(column) + "': '" + describe_value(text) +
-                           "' is out of range for " + std::string(what));
+  if constexpr (std::is_unsigned_v<Int>) {
+    if (!text.empty() && text.front() == '-') {
+      long long negative = 0;
+      const auto [ptr, ec] = std::from_chars(first, last, negative);
+      const bool integer = text.size() > 1 && text[1] != '-' && ptr == last &&
+                           (ec == std::errc() || ec == std::errc::result_out_of_range);
+      if (!integer) bad_value(column, text, "an integer");
+      if (ec == std::errc() && negative == 0) {
+        out = 0;
+        return;
+      }
+      out_of_range(column, text, type, integer_range<Int>());
+    }
   }
-  if (ec != std::errc() || ptr != last || text.empty()) bad_value(column, text, "an integer");
-  return v;
+  Int v{};
+  const auto [ptr, ec] = std::from_chars(first, last, v);
+  if (text.empty() || ptr != last) bad_value(column, text, "an integer");
+  if (ec == std::errc::result_out_of_range) out_of_range(column, text, type, integer_range<Int>());
+  if (ec != std::errc()) bad_value(column, text, "an integer");
+  out = v;
+}
+
+// float8out's text, or a numeric's: from_chars reads "NaN", "Infinity" and "-Infinity" as well.
+// A finite value beyond the type's range throws.
+template <class Float>
+void read_floating(std::string_view column, std::string_view text, Float& out,
+                   std::string_view type) {
+  Float v = 0;
+  const char* last = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), last, v);
+  if (text.empty() || ptr != last) bad_value(column, text, "a number");
+  if (ec == std::errc::result_out_of_range) out_of_range(column, text, type);
+  if (ec != std::errc()) bad_value(column, text, "a number");
+  out = v;
 }
 
 int hex_digit(char c) noexcept {
@@ -94,62 +135,6 @@ std::vector<std::byte> parse_bytea(std::string_view column, std::string_view tex
   return out;
 }
 
-// Converts the text of a non-NULL value.
-template <class T>
-T from_text(std::string_view column, std::string_view text);
-
-template <>
-bool from_text<bool>(std::string_view column, std::string_view text) {
-  if (text == "t" || text == "true") return true;
-  if (text == "f" || text == "false") return false;
-  bad_value(column, text, "a boolean");
-}
-
-template <>
-int from_text<int>(std::string_view column, std::string_view text) {
-  return parse_integer<int>(column, text, "int");
-}
-
-template <>
-std::int64_t from_text<std::int64_t>(std::string_view column, std::string_view text) {
-  return parse_integer<std::int64_t>(column, text, "int64");
-}
-
-template <>
-double from_text<double>(std::string_view column, std::string_view text) {
-  // from_chars reads "NaN", "Infinity" and "-Infinity" (float8out's spellings) as well.
-  double v = 0;
-  const char* last = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), last, v);
-  if (ec == std::errc::result_out_of_range) {
-    throw conversion_error("column '" + std::string(column) + "': '" + describe_value(text) +
-                           "' is out of range for double");
-  }
-  if (ec != std::errc() || ptr != last || text.empty()) bad_value(column, text, "a number");
-  return v;
-}
-
-template <>
-std::string from_text<std::string>(std::string_view, std::string_view text) {
-  return std::string(text);
-}
-
-template <>
-std::chrono::system_clock::time_point from_text<std::chrono::system_clock::time_point>(
-    std::string_view column, std::string_view text) {
-  try {
-    return parse_timestamp(text);
-  } catch (const conversion_error& e) {
-    throw conversion_error("column '" + std::string(column) + "': " + e.what());
-  }
-}
-
-template <>
-std::vector<std::byte> from_text<std::vector<std::byte>>(std::string_view column,
-                                                         std::string_view text) {
-  return parse_bytea(column, text);
-}
-
 void check_column(const pg_result* res, int column) {
   const int n = res == nullptr ? 0 : PQnfields(res);
   if (column < 0 || column >= n) {
@@ -181,30 +166,20 @@ std::string_view row::text(std::string_view column) const {
   return text(res_->column_index(column));
 }
 
-template <class T>
-T row::get(int column) const {
+row::field row::field_at(int column) const {
   check_column(res_->native(), column);
   const pg_result* r = res_->native();
-  const std::string_view name = PQfname(r, column);
-  if (PQgetisnull(r, index_, column) != 0) {
-    if constexpr (is_optional<T>::value) {
-      return std::nullopt;
-    } else {
-      throw conversion_error("column '" + std::string(name) + "' is NULL");
-    }
-  }
-  const std::string_view value{PQgetvalue(r, index_, column),
-                               static_cast<std::size_t>(PQgetlength(r, index_, column))};
-  if constexpr (is_optional<T>::value) {
-    return from_text<typename T::value_type>(name, value);
-  } else {
-    return from_text<T>(name, value);
-  }
+  return {PQfname(r, column),
+          {PQgetvalue(r, index_, column), static_cast<std::size_t>(PQgetlength(r, index_, column))},
+          PQgetisnull(r, index_, column) != 0};
 }
 
-template <class T>
-T row::get(std::string_view column) const {
-  return get<T>(res_->column_index(column));
+int row::column_index(std::string_view name) const {
+  return res_->column_index(name);
+}
+
+void row::null_value(std::string_view column) {
+  throw conversion_error("column '" + std::string(column) + "' is NULL");
 }
 
 // ---- result ----
@@ -272,33 +247,94 @@ row result::at(int index) const {
   return row(*this, index);
 }
 
-template <class T>
-T result::one() const {
+void result::require_one_row() const {
   if (rows() != 1) {
     throw conversion_error("expected exactly one row, got " + std::to_string(rows()) +
                            (query_.empty() ? std::string() : " [query: " + query_ + "]"));
   }
-  return row(*this, 0).get<T>(0);
 }
 
-// The supported value types. The header declares the templates only; these are the
-// instantiations callers link against.
-#define SLUICE_PG_INSTANTIATE(T)                                                \
-  template T row::get<T>(int) const;                                            \
-  template T row::get<T>(std::string_view) const;                               \
-  template T result::one<T>() const;                                            \
-  template std::optional<T> row::get<std::optional<T>>(int) const;              \
-  template std::optional<T> row::get<std::optional<T>>(std::string_view) const; \
-  template std::optional<T> result::one<std::optional<T>>() const;
+// ---- conversions ----
 
-SLUICE_PG_INSTANTIATE(bool)
-SLUICE_PG_INSTANTIATE(int)
-SLUICE_PG_INSTANTIATE(std::int64_t)
-SLUICE_PG_INSTANTIATE(double)
-SLUICE_PG_INSTANTIATE(std::string)
-SLUICE_PG_INSTANTIATE(std::chrono::system_clock::time_point)
-SLUICE_PG_INSTANTIATE(std::vector<std::byte>)
+namespace detail {
 
-#undef SLUICE_PG_INSTANTIATE
+void read_value(std::string_view column, std::string_view text, bool& out) {
+  if (text == "t" || text == "true") {
+    out = true;
+  } else if (text == "f" || text == "false") {
+    out = false;
+  } else {
+    bad_value(column, text, "a boolean");
+  }
+}
+
+void read_value(std::string_view column, std::string_view text, signed char& out) {
+  read_integer(column, text, out, "signed char");
+}
+void read_value(std::string_view column, std::string_view text, unsigned char& out) {
+  read_integer(column, text, out, "unsigned char");
+}
+void read_value(std::string_view column, std::string_view text, short& out) {
+  read_integer(column, text, out, "short");
+}
+void read_value(std::string_view column, std::string_view text, unsigned short& out) {
+  read_integer(column, text, out, "unsigned short");
+}
+void read_value(std::string_view column, std::string_view text, int& out) {
+  read_integer(column, text, out, "int");
+}
+void read_value(std::string_view column, std::string_view text, unsigned& out) {
+  read_integer(column, text, out, "unsigned int");
+}
+void read_value(std::string_view column, std::string_view text, long& out) {
+  read_integer(column, text, out, "long");
+}
+void read_value(std::string_view column, std::string_view text, unsigned long& out) {
+  read_integer(column, text, out, "unsigned long");
+}
+void read_value(std::string_view column, std::string_view text, long long& out) {
+  read_integer(column, text, out, "long long");
+}
+void read_value(std::string_view column, std::string_view text, unsigned long long& out) {
+  read_integer(column, text, out, "unsigned long long");
+}
+
+void read_value(std::string_view column, std::string_view text, float& out) {
+  read_floating(column, text, out, "float");
+}
+void read_value(std::string_view column, std::string_view text, double& out) {
+  read_floating(column, text, out, "double");
+}
+void read_value(std::string_view column, std::string_view text, long double& out) {
+  read_floating(column, text, out, "long double");
+}
+
+void read_value(std::string_view, std::string_view text, std::string& out) {
+  out.assign(text);
+}
+void read_value(std::string_view, std::string_view text, std::string_view& out) {
+  out = text;
+}
+
+void read_value(std::string_view column, std::string_view text, std::vector<std::byte>& out) {
+  out = parse_bytea(column, text);
+}
+
+void read_value(std::string_view column, std::string_view text,
+                std::chrono::system_clock::time_point& out) {
+  try {
+    out = parse_timestamp(text);
+  } catch (const conversion_error& e) {
+    throw conversion_error("column '" + std::string(column) + "': " + e.what());
+  }
+}
+
+void read_value(std::string_view column, std::string_view text, timestamp& out) {
+  std::chrono::system_clock::time_point tp;
+  read_value(column, text, tp);
+  out = std::chrono::floor<std::chrono::microseconds>(tp);
+}
+
+}  // namespace detail
 
 }  // namespace sluice::pg

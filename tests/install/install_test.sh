@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The installed sluice, as a user of the library and of the package sees it:
 #   1. a staged install (DESTDIR=<work>/stage cmake --install <build> --prefix /usr);
+#   1b. an install with --prefix X (no DESTDIR) writes nothing outside X;
 #   2. every installed header compiles on its own, and includes nothing that is not installed;
 #   3. examples/pool and examples/embedded-scheduler build with find_package(sluice) against the
-#      staged install and run against the database in the environment (PG* / DATABASE_URL);
+#      staged install and run against the database in the environment (PG* / DATABASE_URL); so
+#      does a consumer that includes <sluice/sluice.hpp> and reads a value with one<long long>();
 #   4. sluice configures as a subdirectory without its tests; pkg-config finds sluice in the staged install and a program links with it;
 #   5. the Debian package builds (cpack -G DEB) and holds the binary, headers, unit and config.
 # Usage: install_test.sh <build dir> <source dir> <work dir>
@@ -38,6 +40,18 @@ config=$(find "$prefix" -name sluiceConfig.cmake | head -1)
 pcfile=$(find "$prefix" -name sluice.pc | head -1)
 [ -n "$pcfile" ] || fail "no sluice.pc installed"
 
+step "an install with --prefix writes nothing outside it"
+# Every file cmake installs is reported on a line "-- Installing: <path>" or "-- Up-to-date: <path>".
+own_prefix=$work/prefix
+cmake --install "$build" --prefix "$own_prefix" >"$work/install-prefix.log" ||
+  fail "cmake --install --prefix failed (see $work/install-prefix.log)"
+installed=$(sed -nE 's/^-- (Installing|Up-to-date|Set runtime path of): "?([^"]*)"?.*$/\2/p' "$work/install-prefix.log")
+[ "$(wc -l <<<"$installed")" -ge 10 ] || fail "the install log lists only: $installed"
+outside=$(grep -vE "^$own_prefix/" <<<"$installed" || true)
+[ -z "$outside" ] || fail "cmake --install --prefix $own_prefix wrote outside the prefix: $outside"
+[ -f "$own_prefix/etc/sluice/sluice.toml" ] || fail "etc/sluice/sluice.toml not under the prefix"
+echo "$(wc -l <<<"$installed") files, all under the prefix"
+
 step "each installed header compiles on its own"
 count=0
 while IFS= read -r header; do
@@ -65,6 +79,49 @@ for example in pool embedded-scheduler; do
     { tail -50 "$work/$example.build.log" >&2; fail "examples/$example does not build"; }
 done
 "$work/pool/pool_example" || fail "pool_example failed"
+
+step "a consumer of <sluice/sluice.hpp> and one<long long>()"
+mkdir -p "$work/consumer"
+cat >"$work/consumer/main.cpp" <<'CPP'
+#include <sluice/sluice.hpp>
+
+#include <cstdio>
+
+int main() {
+  try {
+    sluice::pool::settings s;
+    s.name = "consumer";
+    s.size = 1;
+    s.max_overflow = 0;
+    sluice::pool::pool pool(s);
+    auto lease = pool.acquire();
+    const long long n = lease->query("SELECT $1::bigint * 2", 21'000'000'000LL).one<long long>();
+    const auto absent = lease->query("SELECT NULL::bigint").one<std::optional<long long>>();
+    std::printf("consumer: %lld, %s, sluice %s\n", n, absent ? "not null" : "null",
+                sluice::version_string);
+    return n == 42'000'000'000LL && !absent ? 0 : 1;
+  } catch (const sluice::error& e) {
+    std::fprintf(stderr, "consumer: %s\n", e.what());
+    return 1;
+  }
+}
+CPP
+cat >"$work/consumer/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.25)
+project(sluice_consumer LANGUAGES CXX)
+find_package(sluice 0.1 CONFIG REQUIRED)
+add_executable(consumer main.cpp)
+target_compile_features(consumer PRIVATE cxx_std_20)
+target_compile_options(consumer PRIVATE -Wall -Wextra -Wpedantic -Werror)
+target_link_libraries(consumer PRIVATE sluice::sluice)
+CMAKE
+cmake -S "$work/consumer" -B "$work/consumer/build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF \
+  -Dsluice_DIR="$(dirname "$config")" >"$work/consumer.configure.log" 2>&1 ||
+  { cat "$work/consumer.configure.log" >&2; fail "the consumer does not configure"; }
+cmake --build "$work/consumer/build" -j"$jobs" >"$work/consumer.build.log" 2>&1 ||
+  { tail -50 "$work/consumer.build.log" >&2; fail "the consumer does not build"; }
+"$work/consumer/build/consumer" || fail "the consumer failed"
 "$work/embedded-scheduler/embedded_scheduler" --once || fail "embedded_scheduler failed"
 
 step "add_subdirectory"
@@ -105,6 +162,9 @@ for path in ./usr/bin/sluice ./usr/include/sluice/pool/pool.hpp ./usr/include/sl
   ./etc/sluice/sluice.toml sluice.service sluiceConfig.cmake sluice.pc; do
   grep -q -- "$path" "$work/deb.contents" || fail "$path missing from $(basename "$deb")"
 done
+if grep -q -- "./usr/etc" "$work/deb.contents"; then
+  fail "$(basename "$deb") has files under /usr/etc; its configuration belongs in /etc"
+fi
 depends=$(dpkg-deb -f "$deb" Depends)
 for dep in libpq5 libcurl adduser; do
   grep -q "$dep" <<<"$depends" || fail "Depends lacks $dep: $depends"

@@ -8,6 +8,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -187,10 +189,11 @@ TEST(PgResult, Integers) {
   EXPECT_EQ(conversion_message([] { (void)single("n", "abc").one<int>(); }),
             "column 'n': 'abc' is not an integer");
   EXPECT_EQ(conversion_message([] { (void)single("n", "2147483648").one<int>(); }),
-            "column 'n': '2147483648' is out of range for int");
+            "column 'n': '2147483648' is out of range for int (-2147483648 to 2147483647)");
   EXPECT_EQ(
-      conversion_message([] { (void)single("n", "9223372036854775808").one<std::int64_t>(); }),
-      "column 'n': '9223372036854775808' is out of range for int64");
+      conversion_message([] { (void)single("n", "9223372036854775808").one<long long>(); }),
+      "column 'n': '9223372036854775808' is out of range for long long (-9223372036854775808 to "
+      "9223372036854775807)");
   for (const char* bad : {"", "12.5", " 1", "1 ", "+1", "0x10", "1e3", "--1"}) {
     EXPECT_THROW((void)single("n", bad).one<int>(), pg::conversion_error) << bad;
     EXPECT_THROW((void)single("n", bad).one<std::int64_t>(), pg::conversion_error) << bad;
@@ -292,3 +295,191 @@ TEST(PgResult, LongValuesAreShortenedInMessages) {
   const std::string message = conversion_message([&] { (void)single("n", long_value).one<int>(); });
   EXPECT_LT(message.size(), 200U) << message;
 }
+
+// ---- every readable type ----
+
+namespace {
+
+// Decimal digits plus one in magnitude ("127" -> "128", "-128" -> "-129"): one past either end
+// of a type's range, also for the 64-bit types whose neighbours no integer type holds.
+std::string one_past(std::string digits) {
+  std::size_t i = digits.size();
+  while (i > 0 && digits[i - 1] == '9') {
+    digits[i - 1] = '0';
+    --i;
+  }
+  const std::size_t first_digit = digits[0] == '-' ? 1 : 0;
+  if (i == first_digit) {
+    digits.insert(first_digit, "1");
+  } else {
+    ++digits[i - 1];
+  }
+  return digits;
+}
+
+template <class Int>
+std::string decimal(Int v) {
+  using wide = std::conditional_t<std::is_signed_v<Int>, long long, unsigned long long>;
+  return std::to_string(static_cast<wide>(v));
+}
+
+// Both ends of Int's range read back exactly; one past either end throws, naming the type and
+// its range; nothing wraps.
+template <class Int>
+void check_integer_range(const std::string& type) {
+  SCOPED_TRACE(type);
+  using limits = std::numeric_limits<Int>;
+  const std::string max = decimal(limits::max());
+  const std::string min = decimal(limits::min());
+  EXPECT_EQ(single("n", max).one<Int>(), limits::max());
+  EXPECT_EQ(single("n", min).one<Int>(), limits::min());
+  EXPECT_EQ(single("n", "0").one<Int>(), Int{0});
+  EXPECT_EQ(single("n", "42").one<Int>(), Int{42});
+  const std::string range = " (" + min + " to " + max + ")";
+  EXPECT_EQ(conversion_message([&] { (void)single("n", one_past(max)).one<Int>(); }),
+            "column 'n': '" + one_past(max) + "' is out of range for " + type + range);
+  const std::string below = limits::min() == 0 ? "-1" : one_past(min);
+  EXPECT_EQ(conversion_message([&] { (void)single("n", below).one<Int>(); }),
+            "column 'n': '" + below + "' is out of range for " + type + range);
+  EXPECT_THROW((void)single("n", "99999999999999999999999").one<Int>(), pg::conversion_error);
+  EXPECT_THROW((void)single("n", "-99999999999999999999999").one<Int>(), pg::conversion_error);
+  for (const char* bad : {"", "-", "--1", "+1", " 1", "1 ", "1.0", "1e2", "0x1", "abc"}) {
+    EXPECT_EQ(conversion_message([&] { (void)single("n", bad).one<Int>(); }),
+              "column 'n': '" + std::string(bad) + "' is not an integer")
+        << bad;
+  }
+  EXPECT_EQ(single("n", "7")[0].get<std::optional<Int>>("n"), std::optional<Int>(7));
+  EXPECT_EQ(single("n", cell())[0].get<std::optional<Int>>(0), std::nullopt);
+  EXPECT_THROW((void)single("n", cell()).one<Int>(), pg::conversion_error);
+}
+
+}  // namespace
+
+TEST(PgResult, EveryStandardIntegerTypeWithItsRange) {
+  EXPECT_EQ(one_past("127"), "128");
+  EXPECT_EQ(one_past("-128"), "-129");
+  EXPECT_EQ(one_past("99"), "100");
+  EXPECT_EQ(one_past("-99"), "-100");
+  check_integer_range<signed char>("signed char");
+  check_integer_range<unsigned char>("unsigned char");
+  check_integer_range<short>("short");
+  check_integer_range<unsigned short>("unsigned short");
+  check_integer_range<int>("int");
+  check_integer_range<unsigned>("unsigned int");
+  check_integer_range<long>("long");
+  check_integer_range<unsigned long>("unsigned long");
+  check_integer_range<long long>("long long");
+  check_integer_range<unsigned long long>("unsigned long long");
+}
+
+TEST(PgResult, FixedWidthIntegers) {
+  EXPECT_EQ(single("n", "-128").one<std::int8_t>(), std::int8_t{-128});
+  EXPECT_EQ(single("n", "255").one<std::uint8_t>(), std::uint8_t{255});
+  EXPECT_EQ(single("n", "-32768").one<std::int16_t>(), std::int16_t{-32768});
+  EXPECT_EQ(single("n", "65535").one<std::uint16_t>(), std::uint16_t{65535});
+  EXPECT_EQ(single("n", "-2147483648").one<std::int32_t>(),
+            std::numeric_limits<std::int32_t>::min());
+  EXPECT_EQ(single("n", "4294967295").one<std::uint32_t>(),
+            std::numeric_limits<std::uint32_t>::max());
+  EXPECT_EQ(single("n", "-9223372036854775808").one<std::int64_t>(),
+            std::numeric_limits<std::int64_t>::min());
+  EXPECT_EQ(single("n", "18446744073709551615").one<std::uint64_t>(),
+            std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(single("n", "9").one<std::size_t>(), std::size_t{9});
+  // A smallint of 200 is not an int8_t of -56.
+  EXPECT_THROW((void)single("n", "200").one<std::int8_t>(), pg::conversion_error);
+  EXPECT_THROW((void)single("n", "256").one<std::uint8_t>(), pg::conversion_error);
+  EXPECT_THROW((void)single("n", "65536").one<std::uint16_t>(), pg::conversion_error);
+  EXPECT_THROW((void)single("n", "18446744073709551616").one<std::uint64_t>(),
+               pg::conversion_error);
+}
+
+TEST(PgResult, UnsignedTypesRefuseNegativeValues) {
+  EXPECT_EQ(conversion_message([] { (void)single("n", "-1").one<unsigned>(); }),
+            "column 'n': '-1' is out of range for unsigned int (0 to 4294967295)");
+  EXPECT_EQ(conversion_message([] { (void)single("n", "-1").one<unsigned long long>(); }),
+            "column 'n': '-1' is out of range for unsigned long long (0 to 18446744073709551615)");
+  EXPECT_THROW((void)single("n", "-9223372036854775809").one<std::uint64_t>(),
+               pg::conversion_error);
+  EXPECT_EQ(single("n", "-0").one<unsigned>(), 0U);
+  EXPECT_EQ(single("n", "-0").one<std::uint8_t>(), 0U);
+  EXPECT_THROW((void)single("n", "-x").one<unsigned>(), pg::conversion_error);
+  EXPECT_THROW((void)single("n", "-1.5").one<unsigned>(), pg::conversion_error);
+}
+
+TEST(PgResult, FloatAndLongDouble) {
+  EXPECT_EQ(single("d", "0.5").one<float>(), 0.5F);
+  EXPECT_EQ(single("d", "3.4028235e+38").one<float>(), std::numeric_limits<float>::max());
+  EXPECT_EQ(single("d", "Infinity").one<float>(), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(single("d", "NaN").one<float>()));
+  EXPECT_EQ(conversion_message([] { (void)single("d", "1e39").one<float>(); }),
+            "column 'd': '1e39' is out of range for float");
+  EXPECT_EQ(conversion_message([] { (void)single("d", "x").one<float>(); }),
+            "column 'd': 'x' is not a number");
+  EXPECT_EQ(single("d", "0.25").one<long double>(), 0.25L);
+  EXPECT_EQ(single("d", "1e999").one<long double>(), 1e999L);  // beyond double, within long double
+  EXPECT_EQ(conversion_message([] { (void)single("d", "1e99999").one<long double>(); }),
+            "column 'd': '1e99999' is out of range for long double");
+  EXPECT_EQ(single("d", cell())[0].get<std::optional<float>>(0), std::nullopt);
+  EXPECT_EQ(single("d", "2")[0].get<std::optional<long double>>(0), 2.0L);
+}
+
+TEST(PgResult, StringViewsPointIntoTheResult) {
+  const pg::result res = make_result({"s", "n"}, {{"hello", cell()}});
+  const auto v = res.one<std::string_view>();
+  EXPECT_EQ(v, "hello");
+  EXPECT_EQ(v.data(), res[0].text(0).data());  // no copy
+  EXPECT_EQ(res[0].get<std::string_view>("s"), "hello");
+  EXPECT_EQ(res[0].get<std::optional<std::string_view>>("n"), std::nullopt);
+  EXPECT_THROW((void)res[0].get<std::string_view>("n"), pg::conversion_error);
+  // On a temporary result one<T>() works for every owning T; one<std::string_view>() does not
+  // compile there (tests/compile_fail).
+  EXPECT_EQ(single("s", "x").one<std::string>(), "x");
+}
+
+TEST(PgResult, MicrosecondTimestamps) {
+  const pg::timestamp t = single("t", "2026-11-26 15:49:20.123456+00").one<pg::timestamp>();
+  EXPECT_EQ(t, time_point_cast<microseconds>(utc(2026, 11, 26, 15, 49, 20, microseconds(123456))));
+  EXPECT_EQ(single("t", "1969-12-31 23:59:59.999999+00").one<pg::timestamp>().time_since_epoch(),
+            microseconds(-1));
+  EXPECT_EQ(single("t", cell())[0].get<std::optional<pg::timestamp>>(0), std::nullopt);
+  EXPECT_THROW((void)single("t", "infinity").one<pg::timestamp>(), pg::conversion_error);
+  EXPECT_THROW((void)single("t", "infinity").one<system_clock::time_point>(), pg::conversion_error);
+  EXPECT_THROW((void)single("t", "3000-01-01 00:00:00+00").one<system_clock::time_point>(),
+               pg::conversion_error);
+}
+
+// The supported set, checked at compile time: anything else fails to compile (with a
+// static_assert naming the supported types; tests/compile_fail checks the message).
+namespace {
+struct not_a_column_type {};
+}  // namespace
+static_assert(pg::readable<bool>);
+static_assert(pg::readable<signed char> && pg::readable<unsigned char>);
+static_assert(pg::readable<short> && pg::readable<unsigned short>);
+static_assert(pg::readable<int> && pg::readable<unsigned>);
+static_assert(pg::readable<long> && pg::readable<unsigned long>);
+static_assert(pg::readable<long long> && pg::readable<unsigned long long>);
+static_assert(pg::readable<std::int8_t> && pg::readable<std::uint8_t>);
+static_assert(pg::readable<std::int16_t> && pg::readable<std::uint16_t>);
+static_assert(pg::readable<std::int32_t> && pg::readable<std::uint32_t>);
+static_assert(pg::readable<std::int64_t> && pg::readable<std::uint64_t>);
+static_assert(pg::readable<std::size_t> && pg::readable<std::ptrdiff_t>);
+static_assert(pg::readable<float> && pg::readable<double> && pg::readable<long double>);
+static_assert(pg::readable<std::string> && pg::readable<std::string_view>);
+static_assert(pg::readable<std::vector<std::byte>>);
+static_assert(pg::readable<system_clock::time_point> && pg::readable<pg::timestamp>);
+static_assert(pg::readable<std::optional<long long>> && pg::readable<std::optional<std::string>>);
+static_assert(pg::readable<std::optional<std::vector<std::byte>>>);
+static_assert(pg::readable<std::optional<pg::timestamp>>);
+// Characters are not numbers here, and nothing else slips through.
+static_assert(!pg::readable<char> && !pg::readable<wchar_t> && !pg::readable<char8_t>);
+static_assert(!pg::readable<char16_t> && !pg::readable<char32_t>);
+static_assert(!pg::readable<std::optional<char>>);
+static_assert(!pg::readable<not_a_column_type> && !pg::readable<std::optional<not_a_column_type>>);
+static_assert(!pg::readable<const int> && !pg::readable<int&> && !pg::readable<int*>);
+static_assert(!pg::readable<const char*>);
+static_assert(!pg::readable<std::optional<std::optional<int>>>);
+static_assert(!pg::readable<std::vector<unsigned char>> && !pg::readable<std::vector<int>>);
+static_assert(!pg::readable<seconds> && !pg::readable<sys_seconds>);
+static_assert(!pg::readable<void>);

@@ -10,6 +10,7 @@
 
 // redact_conninfo() was declared here; it lives with the other conninfo functions now.
 #include "sluice/pg/conninfo.hpp"
+#include "sluice/error.hpp"
 
 namespace sluice::pg {
 
@@ -39,9 +40,9 @@ enum class error_kind {
 [[nodiscard]] std::string sqlstate_from_message(std::string_view message);
 
 // Base of every error the pg layer throws.
-class error : public std::runtime_error {
+class error : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
   // True when the connection that raised this error must be discarded, not reused.
   [[nodiscard]] virtual bool poisons_connection() const noexcept { return false; }
   [[nodiscard]] virtual error_kind kind() const noexcept { return error_kind::ordinary; }

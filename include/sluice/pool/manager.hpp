@@ -16,14 +16,15 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/error.hpp"
 #include "sluice/pool/pool.hpp"
 
 namespace sluice::pool {
 
 // The pools would need more connections than allowed. what() gives the numbers and what to change.
-class budget_error : public std::runtime_error {
+class budget_error : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
 struct manager_settings {

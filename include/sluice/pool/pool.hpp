@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "sluice/error.hpp"
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/settings.hpp"
 
@@ -27,15 +28,15 @@ struct slot;
 // acquire() waited `timeout` without getting a connection. what() names the pool and its state:
 // "pool 'platform': no connection within 30.0 s (size 5, overflow 10, checked out 15, waiting 3;
 // last connect error: ...)".
-class pool_timeout : public std::runtime_error {
+class pool_timeout : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
 // The pool is closed or shutting down.
-class pool_closed : public std::runtime_error {
+class pool_closed : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
 // How the pool opens, checks and resets connections. The default talks to PostgreSQL through

@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/error.hpp"
+
 namespace sluice::pool {
 
 using namespace std::chrono_literals;
@@ -29,9 +31,9 @@ enum class reset_mode {
                                           std::string_view key = "reset_on_return");
 
 // A setting is out of range or malformed. what() names the setting.
-class settings_error : public std::invalid_argument {
+class settings_error : public sluice::error {
  public:
-  using std::invalid_argument::invalid_argument;
+  using sluice::error::error;
 };
 
 struct settings {

@@ -11,14 +11,16 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/error.hpp"
+
 namespace sluice::sched {
 
 // Thrown for any malformed schedule text: a cron expression, a time zone name, an interval, a
 // timestamp, a misfire policy. The message names the offending part, e.g.
 // "cron: minute field '61' is out of range 0-59".
-class schedule_error : public std::invalid_argument {
+class schedule_error : public sluice::error {
  public:
-  using std::invalid_argument::invalid_argument;
+  using sluice::error::error;
 };
 
 namespace detail {

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "sluice/error.hpp"
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/pool.hpp"
@@ -69,9 +70,9 @@ struct scheduler_settings {
 };
 
 // start() found another live process using the same node id.
-class node_id_conflict : public std::runtime_error {
+class node_id_conflict : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
 // Cooperative cancellation: set when the task's timeout passes or the scheduler stops.

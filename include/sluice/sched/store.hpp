@@ -16,19 +16,20 @@
 #include <string>
 #include <vector>
 
+#include "sluice/error.hpp"
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/task.hpp"
 
 namespace sluice::sched {
 
-class schema_error : public std::runtime_error {
+class schema_error : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
-class conflict_error : public std::runtime_error {
+class conflict_error : public sluice::error {
  public:
-  using std::runtime_error::runtime_error;
+  using sluice::error::error;
 };
 
 enum class change_result { done, not_found, wrong_state };
