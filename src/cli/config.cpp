@@ -449,6 +449,7 @@ const std::vector<std::string>& pool_keys() {
                                                 "recycle",
                                                 "recycle_jitter",
                                                 "idle_timeout",
+                                                "overflow_idle_grace",
                                                 "min_idle",
                                                 "pre_ping",
                                                 "pre_ping_window",
@@ -477,6 +478,7 @@ void read_pool(section& t, pool::settings& s) {
   if (auto v = t.duration("recycle", 0ms)) s.recycle = *v;
   if (auto v = t.number("recycle_jitter", 0.0, 0.5)) s.recycle_jitter = *v;
   if (auto v = t.duration("idle_timeout", 0ms)) s.idle_timeout = *v;
+  if (auto v = t.duration("overflow_idle_grace", 0ms)) s.overflow_idle_grace = *v;
   if (auto v = t.small_integer("min_idle", 0, 10000)) s.min_idle = *v;
   if (auto v = t.boolean("pre_ping")) s.pre_ping = *v;
   if (auto v = t.duration("pre_ping_window", 0ms)) s.pre_ping_window = *v;
@@ -1233,6 +1235,7 @@ std::string daemon_config::to_json_redacted() const {
     j["recycle"] = dur(p.recycle);
     j["recycle_jitter"] = p.recycle_jitter;
     j["idle_timeout"] = dur(p.idle_timeout);
+    j["overflow_idle_grace"] = dur(p.overflow_idle_grace);
     j["min_idle"] = p.min_idle;
     j["pre_ping"] = p.pre_ping;
     j["pre_ping_window"] = dur(p.pre_ping_window);

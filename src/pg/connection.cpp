@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <unistd.h>
@@ -235,6 +236,40 @@ connection& connection::operator=(connection&& other) noexcept {
 
 connection::~connection() {
   close();
+}
+
+bool connection::close_and_confirm(std::chrono::milliseconds server_grace) noexcept {
+  if (conn_ == nullptr) return true;
+  // A second descriptor of the socket keeps it open after PQfinish() (which sends Terminate and
+  // closes libpq's own), so the server's close can be seen: end of file, or a reset.
+  const int fd = PQsocket(conn_);
+  const int watch = fd >= 0 ? ::fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  close();
+  if (watch < 0) return false;
+  const auto deadline = std::chrono::steady_clock::now() + server_grace;
+  bool confirmed = false;
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{watch, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    char buf[512];
+    const ssize_t got = ::read(watch, buf, sizeof buf);  // anything left (TLS close_notify)
+    if (got == 0) {
+      confirmed = true;
+      break;
+    }
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (got < 0) {
+      confirmed = errno == ECONNRESET || errno == EPIPE;
+      break;
+    }
+  }
+  ::close(watch);
+  return confirmed;
 }
 
 void connection::close() noexcept {

@@ -332,19 +332,35 @@ void core::release(slot* s, bool invalid) noexcept {
       }
     }
   }
-  // Above `size`, a returned connection nobody waits for is closed (SQLAlchemy's overflow).
-  int open = open_.load(std::memory_order_relaxed);
-  while (!waiters_present && open > settings_.size) {
-    if (open_.compare_exchange_weak(open, open - 1, std::memory_order_relaxed)) {
+  // Above `size`, a returned connection nobody waits for is closed at once when there is no
+  // grace (SQLAlchemy's overflow); with a grace the housekeeper closes it once it stayed idle
+  // that long. It counts as closing before it stops counting as open, so the connector never
+  // sees room for a replacement while the server still holds this one.
+  if (!waiters_present && settings_.overflow_idle_grace.count() == 0) {
+    closing_.fetch_add(1, std::memory_order_seq_cst);
+    bool close_it = false;
+    int open = open_.load(std::memory_order_relaxed);
+    while (open > settings_.size) {
+      if (open_.compare_exchange_weak(open, open - 1, std::memory_order_relaxed)) {
+        close_it = true;
+        break;
+      }
+    }
+    if (close_it) {
       idle_closes_.fetch_add(1, std::memory_order_relaxed);
       checked_out_.fetch_sub(1, std::memory_order_relaxed);
-      s->conn = pg::connection{};
+      close_connection(*s);
       s->state.store(slot::empty, std::memory_order_release);
-      if (closed_.load()) {
-        const std::scoped_lock lock(mutex_);
-        notify_drained_locked();
-      }
+      closing_.fetch_sub(1, std::memory_order_seq_cst);
+      const std::scoped_lock lock(mutex_);
+      connector_cv_.notify_one();
+      notify_drained_locked();
       return;
+    }
+    closing_.fetch_sub(1, std::memory_order_seq_cst);
+    if (waiting_.load() > 0) {
+      const std::scoped_lock lock(mutex_);
+      connector_cv_.notify_one();
     }
   }
   hint = thread_hint{this, static_cast<int>(s->index)};
@@ -363,7 +379,7 @@ void core::discard(slot* s, bool was_lent) noexcept {
   // Counted as returned before the slot is freed, so the slot's next connection is never counted
   // while this one still is (peak_checked_out must not overstate).
   if (was_lent) checked_out_.fetch_sub(1, std::memory_order_relaxed);
-  s->conn = pg::connection{};
+  close_connection(*s);  // counted in open_ until the server has let it go
   s->state.store(slot::empty, std::memory_order_release);
   open_.fetch_sub(1, std::memory_order_relaxed);
   const std::scoped_lock lock(mutex_);
@@ -371,8 +387,12 @@ void core::discard(slot* s, bool was_lent) noexcept {
   notify_drained_locked();
 }
 
+void core::close_connection(slot& s) noexcept {
+  (void)s.conn.close_and_confirm(server_close_wait);
+}
+
 bool core::needs_connection_locked() const noexcept {
-  if (open_.load() >= capacity_) return false;
+  if (open_.load() + closing_.load() >= capacity_) return false;
   return !waiters_.empty() || open_.load() < settings_.min_idle;
 }
 
@@ -517,10 +537,14 @@ void core::housekeep_once() {
     if (!s.state.compare_exchange_strong(expected, slot::reserved, std::memory_order_acquire))
       continue;
     const bool expired = s.expires_ns != 0 && now >= s.expires_ns;
+    const std::int64_t idle_for = now - s.last_returned_ns.load(std::memory_order_relaxed);
     const bool idle_too_long =
-        idle_limit > 0 && now - s.last_returned_ns.load(std::memory_order_relaxed) >= idle_limit &&
-        open_.load() > settings_.min_idle;
-    if (expired || idle_too_long) {
+        idle_limit > 0 && idle_for >= idle_limit && open_.load() > settings_.min_idle;
+    // An overflow connection nobody has borrowed for its grace: the pool goes back to `size`.
+    const bool overflow_done = open_.load() > settings_.size &&
+                               idle_for >= to_ns(settings_.overflow_idle_grace) &&
+                               open_.load() > settings_.min_idle;
+    if (expired || idle_too_long || overflow_done) {
       (expired ? recycles_ : idle_closes_).fetch_add(1, std::memory_order_relaxed);
       discard(&s, false);
       continue;
@@ -624,7 +648,7 @@ int core::close(milliseconds grace) {
     slot& s = slots_[static_cast<std::size_t>(i)];
     int expected = slot::idle;
     if (s.state.compare_exchange_strong(expected, slot::reserved, std::memory_order_acquire)) {
-      s.conn = pg::connection{};
+      close_connection(s);
       s.state.store(slot::empty, std::memory_order_release);
       open_.fetch_sub(1, std::memory_order_relaxed);
     }

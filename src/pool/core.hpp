@@ -104,6 +104,10 @@ class core {
   void hand_off_locked(slot* s) noexcept;
   void wake_head_waiter() noexcept;
   void discard(slot* s, bool was_lent) noexcept;
+  // Closes the slot's connection, waiting (bounded) until the server has let the backend go.
+  static void close_connection(slot& s) noexcept;
+  // How long a close waits for the server to confirm (it takes about a millisecond locally).
+  static constexpr std::chrono::milliseconds server_close_wait{500};
   void notify_drained_locked() noexcept;
   void note_peak(int checked_out) noexcept;
   void connector_loop();
@@ -126,6 +130,9 @@ class core {
   alignas(64) std::atomic<int> checked_out_{0};
   alignas(64) std::atomic<int> waiting_{0};  // == waiters_.size(), readable without the mutex
   alignas(64) std::atomic<int> open_{0};     // slots not empty (connecting ones included)
+  // Connections being closed that the server has not let go yet: they still count against the
+  // capacity (open_ + closing_), so a replacement never makes the server see one too many.
+  std::atomic<int> closing_{0};
   std::atomic<bool> closed_{false};
   std::atomic<bool> saturated_{false};
   std::atomic<int> peak_checked_out_{0};

@@ -44,6 +44,8 @@ void validate(const settings& s) {
   if (s.recycle_jitter < 0 || s.recycle_jitter > 0.5)
     fail("recycle_jitter must be between 0 and 0.5");
   if (s.idle_timeout.count() < 0) fail("idle_timeout must not be negative (0 disables it)");
+  if (s.overflow_idle_grace.count() < 0)
+    fail("overflow_idle_grace must not be negative (0 closes overflow connections at once)");
   if (s.min_idle < 0 || s.min_idle > s.size) {
     fail("min_idle must be between 0 and size (" + std::to_string(s.size) + "), got " +
          std::to_string(s.min_idle));

@@ -125,6 +125,7 @@ struct running_task {
   bool started = false;
   bool cancel_sent = false;
   bool abandoned = false;  // declared stuck; its outcome was already recorded as timed out
+  std::thread::id worker;  // the worker thread running it (once started)
   bool stopping = false;   // cancelled by stop(), not by its deadline: handed back, not charged
 };
 
@@ -303,6 +304,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         for (auto& rt : running_) {
           if (!rt->abandoned) {
             rt->abandoned = true;
+            stuck_worker_ids_.insert(rt->worker);
             releases_.push_back(rt);
           }
         }
@@ -327,10 +329,15 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     threads_cv_.notify_all();
     if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
     if (listener_thread_.joinable()) listener_thread_.join();
+    std::set<std::thread::id> stuck;
+    {
+      const std::scoped_lock lock(mutex_);
+      stuck = stuck_worker_ids_;
+    }
     for (auto& w : workers_) {
       // A worker stuck in a handler that ignores cancellation cannot be joined: let it finish on
       // its own (it holds the engine alive and touches nothing but the engine's memory).
-      if (w.joinable()) stuck_worker_ids_.count(w.get_id()) != 0 ? w.detach() : w.join();
+      if (w.joinable()) stuck.count(w.get_id()) != 0 ? w.detach() : w.join();
     }
     try {
       auto lease = lane_.acquire_for(milliseconds(2000));
@@ -493,6 +500,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
                         [&] { return workers_stop_ || (rt = next_queued_locked()) != nullptr; });
         if (!rt) return;
         rt->started = true;
+        rt->worker = std::this_thread::get_id();
         rt->started_wall = system_clock::now();
         rt->deadline = steady_clock::now() + milliseconds(rt->t.timeout_ms);
         rt->token.set_deadline(rt->deadline);
@@ -636,6 +644,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       const auto stuck_at = rt->deadline + settings_.stuck_grace;
       if (now >= stuck_at) {
         rt->abandoned = true;
+        stuck_worker_ids_.insert(rt->worker);
         outcomes_.push_back(
             make_outcome(*rt, false, true,
                          "timed out after " + std::to_string(rt->t.timeout_ms) +

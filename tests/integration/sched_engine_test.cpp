@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -454,6 +455,41 @@ TEST(SchedEnginePrefetch, ClaimsGrowWithTheBacklogUpToMaxPrefetch) {
     }
     EXPECT_EQ(env.store().stats().total("runs_succeeded"), tasks);
   }
+}
+
+}  // namespace
+
+namespace {
+
+// stop() returns within its grace even when a handler ignores cancellation: the stuck worker is
+// let go (detached) and its task handed back, not waited for.
+TEST(SchedEngineStop, StopDoesNotWaitForAHandlerThatIgnoresCancellation) {
+  ASSERT_TRUE(test::database_available());
+  test::sched_env env;
+  sched::scheduler_settings s = env.settings(2);
+  s.stop_grace = 300ms;
+  s.stuck_grace = 200ms;
+  auto release = std::make_shared<std::atomic<bool>>(false);
+  auto started = std::make_shared<std::atomic<bool>>(false);
+  sched::scheduler node(s, env.lane());
+  node.handle("stubborn", [release, started](sched::task_context&) {
+    *started = true;
+    const auto until = steady_clock::now() + 30s;
+    while (!release->load() && steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);  // never looks at the cancel token
+    return sched::handler_result::success();
+  });
+  node.start();
+  const std::int64_t id = env.store().create(test::due_now("stubborn"));
+  ASSERT_TRUE(test::wait_until([&] { return started->load(); }, 10s));
+  const auto before = steady_clock::now();
+  node.stop();
+  const double took = std::chrono::duration<double>(steady_clock::now() - before).count();
+  release->store(true);
+  EXPECT_LT(took, 10.0) << "stop() waited for a stuck handler";
+  const sched::task t = *env.store().get(id);
+  EXPECT_NE(t.state, sched::task_state::running) << "the stuck task's claim was not handed back";
+  std::this_thread::sleep_for(50ms);  // the detached worker finishes and lets go of the engine
 }
 
 }  // namespace

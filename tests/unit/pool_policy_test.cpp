@@ -79,9 +79,11 @@ TEST(PoolPolicy, ReusesReturnedConnection) {
   EXPECT_EQ(fake->connects.load(), 1);
 }
 
-TEST(PoolPolicy, OverflowConnectionsAreClosedOnReturn) {
+TEST(PoolPolicy, OverflowConnectionsAreClosedOnReturnWithoutAGrace) {
   auto fake = std::make_shared<fake_connector>();
-  pool p(small(2, 2), fake);
+  auto s = small(2, 2);
+  s.overflow_idle_grace = 0ms;
+  pool p(s, fake);
   {
     std::vector<sluice::pool::lease> held;
     for (int i = 0; i < 4; ++i)
@@ -188,6 +190,38 @@ TEST(PoolPolicy, AWaiterOlderThanTheHandoffAgeIsHandedTheNextReturnedConnection)
   checked.count_down();
   waiter.join();
   EXPECT_EQ(waiter_got, id);
+}
+
+// With a grace (the default, 1 s), overflow connections stay idle after their return and are
+// reused by the next borrowers; the housekeeper closes them, down to `size`, once they have been
+// idle for the grace. Demand just above `size` thus costs no connect per borrow.
+TEST(PoolPolicy, OverflowConnectionsStayForTheirGraceThenClose) {
+  auto fake = std::make_shared<fake_connector>();
+  manual_clock clock;
+  auto s = small(2, 2);
+  s.overflow_idle_grace = 2s;
+  s.housekeeping_interval = 1h;  // passes only when the test asks
+  pool p(s, fake, clock.fn());
+  const auto borrow_four = [&] {
+    std::vector<sluice::pool::lease> held;
+    for (int i = 0; i < 4; ++i)
+      held.push_back(p.acquire());
+  };
+  borrow_four();
+  EXPECT_EQ(p.stats().open, 4);
+  EXPECT_EQ(p.stats().checked_in, 4);
+  borrow_four();  // reuses them: no new connection
+  EXPECT_EQ(p.stats().connects, 4u);
+  clock.advance(1s);
+  p.housekeep_now();
+  EXPECT_EQ(p.stats().open, 4) << "closed before the grace";
+  clock.advance(1500ms);
+  p.housekeep_now();
+  const auto st = p.stats();
+  EXPECT_EQ(st.open, 2);
+  EXPECT_EQ(st.overflow, 0);
+  EXPECT_EQ(st.idle_closes, 2u);
+  EXPECT_EQ(st.connects, 4u);
 }
 
 TEST(PoolPolicy, IdleConnectionsAboveMinIdleAreClosedAfterIdleTimeout) {

@@ -190,6 +190,12 @@ class connection {
   std::vector<notification> drain_notifications();
 
   [[nodiscard]] int socket() const noexcept;
+  // Closes the connection (the object is empty afterwards) and waits up to `server_grace` for
+  // the server to close its end of the socket, which a backend does only after it has left
+  // pg_stat_activity and given its max_connections slot back. A pool that opens a replacement
+  // only after this never holds more server connections than it counts. Returns false when the
+  // server did not confirm in time or there was no socket to watch.
+  bool close_and_confirm(std::chrono::milliseconds server_grace) noexcept;
   [[nodiscard]] pg_conn* native() const noexcept { return conn_; }
 
  private:

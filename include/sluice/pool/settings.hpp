@@ -41,8 +41,13 @@ struct settings {
   // conninfo string or URI; empty: libpq defaults and the PG* environment.
   std::string conninfo;
 
-  int size = 5;           // connections kept open once created
-  int max_overflow = 10;  // extra connections allowed under load, closed on return
+  int size = 5;  // connections kept open once created
+  // Extra connections allowed under load. One that comes back while nobody waits and the pool
+  // holds more than `size` is closed once it has stayed idle `overflow_idle_grace` (0: at once,
+  // SQLAlchemy's rule), so demand that hovers just above `size` does not open and close a
+  // connection per borrow.
+  int max_overflow = 10;
+  std::chrono::milliseconds overflow_idle_grace = 1s;
   // How long acquire() waits for a connection, pre-ping included. Also bounds the round trips
   // of a reset on return (a pre-ping or reset is always given at least 100 ms).
   std::chrono::milliseconds timeout = 30s;
