@@ -124,6 +124,22 @@ cmake --build "$work/consumer/build" -j"$jobs" >"$work/consumer.build.log" 2>&1 
 "$work/consumer/build/consumer" || fail "the consumer failed"
 "$work/embedded-scheduler/embedded_scheduler" --once || fail "embedded_scheduler failed"
 
+step "the README's C++ example, as printed there"
+mkdir -p "$work/readme"
+awk '/^```cpp$/ { inside = 1; next } inside && /^```$/ { exit } inside { print }' \
+  "$src/README.md" >"$work/readme/main.cpp"
+grep -q 'sluice/sluice.hpp' "$work/readme/main.cpp" || fail "no C++ example found in README.md"
+sed 's/consumer/readme_example/g' "$work/consumer/CMakeLists.txt" >"$work/readme/CMakeLists.txt"
+cmake -S "$work/readme" -B "$work/readme/build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF \
+  -Dsluice_DIR="$(dirname "$config")" >"$work/readme.configure.log" 2>&1 ||
+  { cat "$work/readme.configure.log" >&2; fail "the README example does not configure"; }
+cmake --build "$work/readme/build" -j"$jobs" >"$work/readme.build.log" 2>&1 ||
+  { tail -50 "$work/readme.build.log" >&2; fail "the README example does not build"; }
+out="$("$work/readme/build/readme_example")" || fail "the README example failed: $out"
+grep -qE '^the server has [0-9]+ sessions$' <<<"$out" || fail "the README example printed: $out"
+psql -q -c 'DROP SCHEMA IF EXISTS readme_example CASCADE' >/dev/null 2>&1 || true
+
 step "add_subdirectory"
 mkdir -p "$work/subdir"
 cat >"$work/subdir/CMakeLists.txt" <<CMAKE
