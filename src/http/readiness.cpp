@@ -129,6 +129,8 @@ check_result check_scheduler(const sched::scheduler_status& status, milliseconds
                " s)";
   }
   if (!status.last_error.empty()) r.detail["last_error"] = status.last_error;
+  // Not a readiness failure (polling still finds the work), but said where operators look.
+  if (!status.listen_problem.empty()) r.detail["listen_problem"] = status.listen_problem;
   return r;
 }
 

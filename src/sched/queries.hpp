@@ -72,6 +72,8 @@ inline constexpr const char* reschedule_task =
     " next_run_at = $2, updated_at = now()"
     " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'paused') RETURNING id";
 inline constexpr const char* notify_tasks = "SELECT pg_notify($1, '')";
+// The listener's check that notifications reach it ($2: a payload of its own).
+inline constexpr const char* notify_probe = "SELECT pg_notify($1, $2)";
 
 inline constexpr const char* list_runs =
     "SELECT id, task_id, type, attempt, claim_token, node, fire_time, started_at, finished_at, "

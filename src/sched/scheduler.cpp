@@ -374,6 +374,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     st.started_at = started_at_;
     st.last_error = last_error_;
     st.superseded = superseded_.load();
+    st.listen_problem = listen_problem_;
+    st.listen_delivering = listening_.load() && listen_problem_.empty();
     if (st.superseded && st.last_error.empty()) st.last_error = superseded_message_;
     st.workers = settings_.workers;
     st.running = 0;
@@ -1171,6 +1173,60 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
 
   // ---- LISTEN ----
 
+  static constexpr milliseconds listen_probe_wait{2000};
+  static constexpr milliseconds listen_recheck{60000};
+
+  // Whether notifications reach `c`: this node notifies its own channel with a payload of its
+  // own and waits for it. Through a transaction-pooling proxy (PgBouncer) LISTEN lands on some
+  // server connection that no longer belongs to this client, and nothing ever arrives; without
+  // this check that costs every pick-up the idle poll interval, silently.
+  bool listen_delivers(pg::connection& c) {
+    const std::string probe =
+        "probe " + std::to_string(incarnation_) + " " + std::to_string(++listen_probes_);
+    try {
+      auto lease = lane_.acquire_for(listen_probe_wait);
+      lease->query_cached(queries::notify_probe, channel_, probe);
+    } catch (const std::exception& e) {
+      log(log_level::warn, "scheduler",
+          std::string("could not check the LISTEN connection: ") + e.what());
+      return true;  // cannot tell now; the poll interval bounds the cost of being wrong
+    }
+    bool delivered = false;
+    const auto deadline = steady_clock::now() + listen_probe_wait;
+    while (!delivered) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
+      if (left.count() <= 0) break;
+      const auto n = c.wait_notification(left);
+      if (!n) continue;
+      delivered = n->payload == probe;
+      for (const auto& more : c.drain_notifications())
+        delivered = delivered || more.payload == probe;
+      wake();  // whatever else arrived is real work
+    }
+    const std::string problem =
+        delivered ? std::string()
+                  : "the LISTEN connection (" + c.describe() +
+                        ") did not receive a notification this node sent within " +
+                        std::to_string(listen_probe_wait.count()) +
+                        " ms: it probably goes through PgBouncer in transaction mode, which "
+                        "cannot carry LISTEN, so new tasks are found only by polling (every " +
+                        std::to_string(settings_.poll_interval.count()) +
+                        " ms). Set scheduler.listen_url (listen_conninfo in the library) to a "
+                        "direct connection to PostgreSQL";
+    bool changed = false;
+    {
+      const std::scoped_lock lock(mutex_);
+      changed = problem != listen_problem_;
+      listen_problem_ = problem;
+    }
+    if (!delivered) listening_ = false;
+    if (changed) {
+      log(delivered ? log_level::info : log_level::warn, "scheduler",
+          delivered ? std::string("the LISTEN connection delivers notifications") : problem);
+    }
+    return delivered;
+  }
+
   void listener_loop() {
     milliseconds backoff{100};
     for (;;) {
@@ -1186,9 +1242,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         o.connect_timeout = lane_.config().connect_timeout;
         pg::connection c = pg::connection::open(o);
         c.listen(channel_);
-        listening_ = true;
         backoff = milliseconds(100);
         wake();  // anything inserted while we were not listening
+        if (!listen_delivers(c)) {
+          // Polling does the work meanwhile, at poll_interval (no idle back-off while nothing
+          // is heard). Probed again later: the path to the server may change.
+          std::unique_lock lock(mutex_);
+          if (threads_cv_.wait_for(lock, listen_recheck, [this] { return threads_stop_; })) return;
+          continue;
+        }
+        listening_ = true;
         for (;;) {
           {
             const std::scoped_lock lock(mutex_);
@@ -1223,6 +1286,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::int64_t incarnation_ = 0;  // this process start; claims carry it
   std::string process_key_;  // how another process on this machine can tell that this one lives
   std::atomic<bool> superseded_{false};  // another process took over this node id
+  std::uint64_t listen_probes_ = 0;      // listener thread only
   // Set when a cycle failed: its claims may have committed anyway (the connection died during
   // COMMIT), leaving tasks 'running' under this live node that no worker will ever run. The
   // next good cycle hands such orphans back. Cycle thread only.
@@ -1261,6 +1325,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   milliseconds current_poll_{0};
   std::string last_error_;
   std::string superseded_message_;
+  std::string listen_problem_;  // why LISTEN does not deliver; empty when it does (or is off)
   scheduler_status counters_;
   // Only touched by the cycle thread.
   std::map<std::string, int> skips_counts_;

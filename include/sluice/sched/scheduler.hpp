@@ -165,6 +165,10 @@ struct scheduler_status {
   std::chrono::steady_clock::time_point started_at{};
   std::string last_error;
   bool superseded = false;  // another process took this node id over; nothing more is claimed
+  // Why the LISTEN connection does not deliver notifications (through PgBouncer, say), with the
+  // fix; empty when it does or LISTEN is off. New tasks are then found by polling only.
+  std::string listen_problem;
+  bool listen_delivering = false;  // the LISTEN connection received this node's own check
   int workers = 0;
   int running = 0;  // handlers running now
   int stuck = 0;    // handlers past timeout + stuck_grace that have not returned
