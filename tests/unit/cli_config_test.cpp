@@ -805,6 +805,13 @@ TEST(Config, ExamplesLoad) {
   EXPECT_FALSE(demo.http.token.empty());
   EXPECT_EQ(demo.commands.allow.size(), 4u);
   EXPECT_EQ(demo.connections_needed(), 34);
+  // The seed's three types, which scripts/demo-seed gives tasks, each with its own limit.
+  EXPECT_EQ(demo.handler_of("oauth_token_check"), "sql");
+  EXPECT_EQ(demo.handler_of("website_analysis"), "http");
+  EXPECT_EQ(demo.handler_of("monitoring_task"), "sql");
+  for (const auto& [type, limit] : demo.scheduler.concurrency) {
+    EXPECT_TRUE(demo.handler_of(type).has_value()) << type;
+  }
 
   const auto incident = load_config(examples / "incident.toml", fake_env({}));
   ASSERT_EQ(incident.pools.size(), 2u);
