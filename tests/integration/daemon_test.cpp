@@ -683,7 +683,8 @@ TEST_F(Daemon, MetricsCarryEveryFamily) {
     const auto [code, said] = promtool_check(text);
     EXPECT_EQ(code, 0) << "promtool check metrics: " << said;
   } else {
-    ADD_FAILURE() << "/usr/bin/promtool is missing: install the Debian package prometheus (scripts/bootstrap does)";
+    ADD_FAILURE() << "/usr/bin/promtool is missing: install the Debian package prometheus "
+                     "(scripts/bootstrap does)";
   }
 
   // Per pool: connections by state, max, waiting, the acquire-wait histogram, timeouts, refusals.

@@ -8,9 +8,9 @@
 #include <string>
 #include <string_view>
 
+#include "sluice/error.hpp"
 // redact_conninfo() was declared here; it lives with the other conninfo functions now.
 #include "sluice/pg/conninfo.hpp"
-#include "sluice/error.hpp"
 
 namespace sluice::pg {
 
