@@ -215,6 +215,17 @@ inline constexpr const char* next_due =
     "SELECT min(next_run_at) FROM {s}.tasks"
     " WHERE state IN ('scheduled', 'available', 'retryable') AND type = ANY($1::text[])";
 
+// A claim whose node is gone (dead, or restarted as a new incarnation) goes back to the queue:
+// a one-shot task out of attempts fails, anything else is retryable now; the token bump fences
+// the old claim. Shared by the leader's rescue (heartbeat) and the takeover at start.
+#define SLUICE_RESCUE_SET                                                                         \
+  "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' " \
+  "ELSE 'retryable' END,"                                                                         \
+  "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"           \
+  "    claimed_at = NULL, lease_until = NULL,"                                                    \
+  "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "    \
+  "NULL ELSE now() END,"
+
 // Heartbeat, leader lease and (for the leader) rescue of dead nodes' tasks, in one statement.
 // $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard,
 // $9 incarnation, $10 process key. The node row is renewed only while it names this incarnation:
@@ -241,13 +252,7 @@ inline constexpr const char* heartbeat =
     "  UPDATE {s}.nodes SET state = 'dead' WHERE EXISTS (SELECT 1 FROM lead)"
     "   AND id <> $1 AND expires_at < now() AND state IN ('running', 'draining') RETURNING id"
     "), rescued AS ("
-    "  UPDATE {s}.tasks t SET"
-    "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' "
-    "ELSE 'retryable' END,"
-    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
-    "    claimed_at = NULL, lease_until = NULL,"
-    "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "
-    "NULL ELSE now() END,"
+    "  UPDATE {s}.tasks t SET" SLUICE_RESCUE_SET
     "    last_error = 'node ' || o.old_node || CASE WHEN o.restarted"
     "      THEN ' was restarted while running this task' ELSE ' stopped responding while running "
     "this task' END,"
@@ -320,13 +325,7 @@ inline constexpr const char* register_node =
 // transaction. $1 node, $2 incarnation, $3 stats shard.
 inline constexpr const char* take_over_claims =
     "WITH rescued AS ("
-    "  UPDATE {s}.tasks t SET"
-    "    state = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN 'failed' "
-    "ELSE 'retryable' END,"
-    "    claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
-    "    claimed_at = NULL, lease_until = NULL,"
-    "    next_run_at = CASE WHEN t.attempt >= t.max_attempts AND t.schedule_kind = 'once' THEN "
-    "NULL ELSE now() END,"
+    "  UPDATE {s}.tasks t SET" SLUICE_RESCUE_SET
     "    last_error = 'node ' || $1 || ' was restarted while running this task', updated_at = now()"
     "  WHERE t.claimed_by = $1 AND t.state = 'running' AND t.claimed_incarnation IS DISTINCT FROM "
     "$2"
@@ -373,5 +372,6 @@ inline constexpr const char* prune_nodes =
     "'dead')";
 
 #undef SLUICE_TASK_COLUMNS
+#undef SLUICE_RESCUE_SET
 
 }  // namespace sluice::sched::queries
