@@ -85,6 +85,47 @@ param::param(const std::vector<std::byte>& v) : param(std::span<const std::byte>
 // Unspecified type: the server takes the column's type, so the same value fits json, jsonb
 // and text columns alike.
 param::param(json_text v) : value(checked_text(std::move(v.text))), type(oids::unspecified) {}
+param::param(const array_literal& v) : value(v.text()), type(oids::unspecified) {}
+
+void array_literal::separator() {
+  if (size_++ > 0) body_ += ',';
+}
+
+array_literal& array_literal::null() {
+  separator();
+  body_ += "NULL";
+  return *this;
+}
+
+array_literal& array_literal::add(std::int64_t v) {
+  separator();
+  body_ += integer_text(v);
+  return *this;
+}
+
+array_literal& array_literal::add(bool v) {
+  separator();
+  body_ += v ? 't' : 'f';
+  return *this;
+}
+
+array_literal& array_literal::add(std::string_view v) {
+  if (std::find(v.begin(), v.end(), '\0') != v.end()) (void)checked_text(std::string(v));  // throws
+  separator();
+  body_ += '"';
+  for (const char ch : v) {
+    if (ch == '"' || ch == '\\') body_ += '\\';
+    body_ += ch;
+  }
+  body_ += '"';
+  return *this;
+}
+
+array_literal& array_literal::add(std::chrono::system_clock::time_point v) {
+  separator();
+  body_ += '"' + format_timestamp(v) + '"';
+  return *this;
+}
 
 param::param(std::chrono::system_clock::time_point v)
     : value(format_timestamp(v)), type(oids::timestamptz) {}

@@ -104,58 +104,123 @@ inline constexpr const char* other_nodes_budget =
 
 // ---- engine -------------------------------------------------------------------------------
 
-// Claims up to $3 due tasks of type $2 for node $1 (incarnation $4) in one statement. SKIP LOCKED
-// lets nodes claim side by side without waiting on each other; the token bump fences every earlier
-// claim.
+// The claimer's cycle, one autocommit statement: claims due tasks for node $1 (incarnation $4),
+// at most $3[k] of type $2[k], records the cycle and bumps the counters (stats shard $5). SKIP
+// LOCKED lets nodes, and this node's completer, work side by side without waiting on each other;
+// the token bump fences every earlier claim. The claim commits without waiting for its WAL to
+// reach disk (synchronous_commit off for this transaction only): a server crash can lose the
+// latest claims, and those tasks then simply run (again), while the worker's completion, which
+// is synchronous and flushes the WAL written before it, is refused by the claim token. Rows of
+// the counters are written in (metric, type) order, as every statement that writes them does.
 inline constexpr const char* claim =
-    "UPDATE {s}.tasks t SET state = 'running', attempt = t.attempt + 1, claim_token = "
-    "t.claim_token + 1,"
-    " claimed_by = $1, claimed_incarnation = $4, claimed_at = now(),"
-    " fire_time = CASE WHEN t.state = 'retryable' THEN coalesce(t.fire_time, t.next_run_at) ELSE "
-    "t.next_run_at END,"
-    " lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(), "
-    "updated_at = now()"
-    " FROM (SELECT id AS due_id FROM {s}.tasks"
-    "        WHERE type = $2 AND state IN ('scheduled', 'available', 'retryable') AND next_run_at "
-    "<= now()"
-    "        ORDER BY priority DESC, next_run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) due"
-    " WHERE t.id = due.due_id RETURNING " SLUICE_TASK_COLUMNS;
+    "WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),"
+    " due AS ("
+    "  SELECT d.id AS due_id FROM cfg, unnest($2::text[], $3::int4[]) AS q(type, n),"
+    "  LATERAL (SELECT x.id FROM {s}.tasks x"
+    "           WHERE x.type = q.type AND x.state IN ('scheduled', 'available', 'retryable')"
+    "             AND x.next_run_at <= now()"
+    "           ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT q.n FOR UPDATE SKIP LOCKED) d"
+    "), claimed AS ("
+    "  UPDATE {s}.tasks t SET state = 'running', attempt = t.attempt + 1,"
+    "    claim_token = t.claim_token + 1, claimed_by = $1, claimed_incarnation = $4,"
+    "    claimed_at = now(),"
+    "    fire_time = CASE WHEN t.state = 'retryable' THEN coalesce(t.fire_time, t.next_run_at)"
+    "                ELSE t.next_run_at END,"
+    "    lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(),"
+    "    updated_at = now()"
+    "  FROM due WHERE t.id = due.due_id RETURNING " SLUICE_TASK_COLUMNS
+    "), per_type AS ("
+    "  SELECT type, count(*) AS n FROM claimed GROUP BY type"
+    "), counted AS ("
+    "  INSERT INTO {s}.stats (metric, type, shard, value)"
+    "  SELECT metric, type, $5, value FROM ("
+    "    SELECT 'claimed' AS metric, type, n AS value FROM per_type"
+    "    UNION ALL SELECT 'cycles', '', 1) m"
+    "  ORDER BY metric, type"
+    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    "), logged AS ("
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, claimed, by_type, kind)"
+    "  SELECT $1, now(), extract(epoch FROM clock_timestamp() - now()) * 1000,"
+    "    coalesce(sum(n), 0),"
+    "    coalesce(jsonb_object_agg(type, jsonb_build_object('claimed', n)) FILTER (WHERE n > 0),"
+    "             '{}'),"
+    "    'claim'"
+    "  FROM per_type"
+    ")"
+    " SELECT " SLUICE_TASK_COLUMNS " FROM claimed";
 
-// Applies a batch of outcomes ($1: JSON array), fenced by claim token, writes one run row per
-// outcome ('fenced' when the claim was stale) and bumps the cumulative counters, all in one
-// statement. Returns the per-type count of each recorded outcome.
+// The completer's batch, one autocommit statement: applies the outcomes in the arrays $1-$15
+// (one element per task), fenced by claim token, writes one run row per outcome ('fenced' when
+// the claim was stale), the batch's cycle row (kind 'complete', node $16) and the counters
+// (shard $17), with the fire times dropped by misfire policies ($18 types, $19 counts). With $20
+// (a retry of a batch whose commit was not confirmed), outcomes already recorded are left out,
+// so a batch that did commit is not applied twice. Returns the per-type count of each recorded
+// outcome. Arrays instead of JSON: the server reads N rows without parsing a document per row.
 inline constexpr const char* complete =
     "WITH input AS ("
-    "  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint, type text, "
-    "attempt int,"
-    "    outcome text, new_state text, next_run_at timestamptz, reset_attempt boolean, error text,"
-    "    consecutive_failures int, fire_time timestamptz, started_at timestamptz, finished_at "
-    "timestamptz,"
-    "    detail jsonb, counts_run boolean)"
+    "  SELECT x.* FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[],"
+    "    $6::text[], $7::timestamptz[], $8::bool[], $9::text[], $10::int4[], $11::timestamptz[],"
+    "    $12::timestamptz[], $13::timestamptz[], $14::jsonb[], $15::bool[])"
+    "    AS x(id, token, type, attempt, outcome, new_state, next_run_at, reset_attempt, error,"
+    "         consecutive_failures, fire_time, started_at, finished_at, detail, counts_run)"
+    "  WHERE NOT ($20::bool AND ("
+    "    EXISTS (SELECT 1 FROM {s}.task_runs r WHERE r.task_id = x.id AND r.claim_token = x.token"
+    "            AND r.recorded_by = 'cycle' AND r.outcome <> 'rescued')"
+    "    OR (NOT x.counts_run AND NOT EXISTS (SELECT 1 FROM {s}.tasks y WHERE y.id = x.id"
+    "            AND y.claim_token = x.token AND y.state = 'running'))))"
     "), applied AS ("
     "  UPDATE {s}.tasks t SET state = i.new_state, next_run_at = i.next_run_at,"
     "    attempt = CASE WHEN i.reset_attempt THEN 0 ELSE t.attempt END,"
     "    claimed_by = NULL, claimed_incarnation = NULL, claimed_at = NULL, lease_until = NULL,"
     "    last_error = CASE WHEN i.outcome = 'succeeded' THEN t.last_error ELSE i.error END,"
-    "    last_success_at = CASE WHEN i.outcome = 'succeeded' THEN i.finished_at ELSE "
-    "t.last_success_at END,"
+    "    last_success_at = CASE WHEN i.outcome = 'succeeded' THEN i.finished_at"
+    "                      ELSE t.last_success_at END,"
     "    consecutive_failures = i.consecutive_failures,"
     "    runs = t.runs + CASE WHEN i.counts_run THEN 1 ELSE 0 END, updated_at = now()"
-    "  FROM input i WHERE t.id = i.id AND t.claim_token = i.token AND t.state = 'running'"
-    // The planner cannot see into the JSON: an explicit id list makes it an index lookup.
-    "    AND t.id = ANY(ARRAY(SELECT id FROM input))"
+    // Each input row finds its task through the primary key (a nested loop driven by the
+    // input, never by a guess of how many tasks are running, which statistics get wrong).
+    "  FROM input i WHERE t.id = i.id AND t.claim_token = i.token"
+    "    AND (t.state = 'running') IS TRUE"
     "  RETURNING t.id"
     "), recorded AS ("
     "  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,"
     "    finished_at, outcome, error, detail, recorded_by)"
-    "  SELECT i.id, i.type, i.attempt, i.token, $2, i.fire_time, i.started_at, i.finished_at,"
+    "  SELECT i.id, i.type, i.attempt, i.token, $16, i.fire_time, i.started_at, i.finished_at,"
     "    CASE WHEN a.id IS NULL THEN 'fenced' ELSE i.outcome END, i.error, i.detail, 'cycle'"
     "  FROM input i LEFT JOIN applied a ON a.id = i.id WHERE i.counts_run OR a.id IS NULL"
     "  RETURNING type, outcome"
+    "), per_type AS ("
+    "  SELECT type, count(*) FILTER (WHERE outcome = 'succeeded') AS succeeded,"
+    "    count(*) FILTER (WHERE outcome IN ('failed', 'timed_out')) AS failed,"
+    "    count(*) FILTER (WHERE outcome = 'fenced') AS fenced"
+    "  FROM recorded GROUP BY type"
+    "), skips AS ("
+    "  SELECT type, sum(n)::bigint AS n FROM unnest($18::text[], $19::int4[]) AS s(type, n)"
+    "  GROUP BY type"
+    "), merged AS ("
+    "  SELECT coalesce(p.type, k.type) AS type, coalesce(p.succeeded, 0) AS succeeded,"
+    "    coalesce(p.failed, 0) AS failed, coalesce(p.fenced, 0) AS fenced,"
+    "    coalesce(k.n, 0) AS skipped"
+    "  FROM per_type p FULL JOIN skips k ON k.type = p.type"
     "), counted AS ("
     "  INSERT INTO {s}.stats (metric, type, shard, value)"
-    "  SELECT 'runs_' || outcome, type, $3, count(*) FROM recorded GROUP BY outcome, type"
+    "  SELECT metric, type, $17, value FROM ("
+    "    SELECT 'runs_' || outcome AS metric, type, count(*) AS value FROM recorded"
+    "    GROUP BY outcome, type"
+    "    UNION ALL SELECT 'skipped', type, n FROM skips WHERE n > 0"
+    "    UNION ALL SELECT 'cycles', '', 1) m"
+    "  ORDER BY metric, type"
     "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
+    "), logged AS ("
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, succeeded, failed, skipped, fenced,"
+    "    by_type, kind)"
+    "  SELECT $16, now(), extract(epoch FROM clock_timestamp() - now()) * 1000,"
+    "    coalesce(sum(succeeded), 0), coalesce(sum(failed), 0), coalesce(sum(skipped), 0),"
+    "    coalesce(sum(fenced), 0),"
+    "    coalesce(jsonb_object_agg(type, jsonb_build_object('succeeded', succeeded,"
+    "      'failed', failed, 'skipped', skipped, 'fenced', fenced)), '{}'),"
+    "    'complete'"
+    "  FROM merged"
     ")"
     " SELECT type, outcome, count(*)::int FROM recorded GROUP BY type, outcome";
 
@@ -177,7 +242,7 @@ inline constexpr const char* complete_in_handler =
     "  FROM applied a RETURNING type"
     "), counted AS ("
     "  INSERT INTO {s}.stats (metric, type, shard, value)"
-    "  SELECT 'runs_succeeded', type, $9, count(*) FROM recorded GROUP BY type"
+    "  SELECT 'runs_succeeded', type, $9, count(*) FROM recorded GROUP BY type ORDER BY type"
     "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
     ")"
     " SELECT count(*)::int FROM recorded";
@@ -188,28 +253,14 @@ inline constexpr const char* release_claims =
     " claim_token = t.claim_token + 1, claimed_by = NULL, claimed_incarnation = NULL,"
     " claimed_at = NULL, lease_until = NULL, next_run_at = least(coalesce(t.next_run_at, now()), "
     "now()), updated_at = now()"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(id bigint, token bigint)"
-    " WHERE t.id = x.id AND t.claim_token = x.token AND t.state = 'running'"
-    "   AND t.id = ANY(ARRAY(SELECT (e->>'id')::bigint FROM jsonb_array_elements($1::jsonb) e))";
+    " FROM unnest($1::int8[], $2::int8[]) AS x(id, token)"
+    " WHERE t.id = x.id AND t.claim_token = x.token AND (t.state = 'running') IS TRUE";
 
 // Claims this process holds in the database ($1: node, $2: incarnation). After a cycle whose
 // COMMIT outcome was unknown, those the node does not know about are orphans and are handed back.
 inline constexpr const char* own_claims =
     "SELECT id, claim_token FROM {s}.tasks"
     " WHERE claimed_by = $1 AND claimed_incarnation = $2 AND state = 'running'";
-
-// The cycle's own record and counters, in the same transaction as the completions it flushed.
-inline constexpr const char* record_cycle =
-    "WITH c AS ("
-    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, claimed, succeeded, failed, skipped,"
-    "    rescued, fenced, by_type, error)"
-    "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11) RETURNING id"
-    ")"
-    " INSERT INTO {s}.stats (metric, type, shard, value)"
-    " SELECT metric, type, $12, value FROM jsonb_to_recordset($13::jsonb) AS x(metric text, type "
-    "text, value bigint)"
-    " WHERE value <> 0"
-    " ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value";
 
 inline constexpr const char* next_due =
     "SELECT min(next_run_at) FROM {s}.tasks"
@@ -284,11 +335,12 @@ inline constexpr const char* heartbeat =
     "    last_error, 'cycle' FROM rescued RETURNING type"
     "), counted AS ("
     "  INSERT INTO {s}.stats (metric, type, shard, value)"
-    "  SELECT 'runs_rescued', type, $8, count(*) FROM recorded GROUP BY type"
+    "  SELECT 'runs_rescued', type, $8, count(*) FROM recorded GROUP BY type ORDER BY type"
     "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
     "), logged AS ("
-    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type)"
-    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true) FROM rescued HAVING "
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type, kind)"
+    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true), 'rescue' FROM rescued "
+    "HAVING "
     "count(*) > 0"
     ")"
     " SELECT (SELECT count(*) FROM lead)::int AS leader, (SELECT count(*) FROM rescued)::int AS "
@@ -339,11 +391,12 @@ inline constexpr const char* take_over_claims =
     "    last_error, 'cycle' FROM rescued RETURNING type"
     "), counted AS ("
     "  INSERT INTO {s}.stats (metric, type, shard, value)"
-    "  SELECT 'runs_rescued', type, $3, count(*) FROM recorded GROUP BY type"
+    "  SELECT 'runs_rescued', type, $3, count(*) FROM recorded GROUP BY type ORDER BY type"
     "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
     "), logged AS ("
-    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type)"
-    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true, 'restart', true)"
+    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type, kind)"
+    "  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true, 'restart', true), "
+    "'rescue'"
     "  FROM rescued HAVING count(*) > 0"
     ")"
     " SELECT count(*)::int FROM rescued";

@@ -1,10 +1,12 @@
 // The scheduler engine. Threads:
-//   cycle      claims due tasks, flushes outcomes, records the cycle, watches timeouts
+//   claimer    claims due tasks into the local queue (one statement per cycle), watches timeouts
+//   completer  writes outcomes in batches on its own connection (sched/completer.cpp)
 //   workers    run handlers (a fixed number)
-//   listener   LISTENs for new tasks and wakes the cycle
+//   listener   LISTENs for new tasks and wakes the claimer
 //   heartbeat  renews the node row and the leader lease; the leader rescues dead nodes' tasks
-// Outcomes are flushed by the next check cycle, in the same transaction as the cycle's record
-// and the cumulative counters, so the log and the stats always agree with task_runs.
+// The claimer and the completer each commit their own statement with its cycle row and counters,
+// so the log and the stats always agree with task_runs; what a run's outcome does to its task is
+// decided in sched/outcome.cpp. docs/scheduler.md draws the whole picture.
 
 #include "sluice/sched/scheduler.hpp"
 
@@ -18,7 +20,9 @@
 
 #include <unistd.h>
 
+#include "sched/completer.hpp"
 #include "sched/node_identity.hpp"
+#include "sched/outcome.hpp"
 #include "sched/queries.hpp"
 #include "sched/util.hpp"
 #include "sluice/log.hpp"
@@ -28,7 +32,7 @@
 namespace sluice::sched {
 
 using detail::json_quote;
-using detail::json_time;
+using detail::outcome_row;
 using detail::with_schema;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
@@ -97,25 +101,6 @@ bool task_context::complete_in(pg::connection& conn) {
 
 namespace {
 
-struct outcome_row {
-  std::int64_t id = 0;
-  std::int64_t token = 0;
-  std::string type;
-  int attempt = 0;
-  std::string outcome;  // succeeded, failed, timed_out; "skipped" (misfire, no run) or "released"
-  std::string new_state;
-  std::optional<time_point> next_run_at;
-  bool reset_attempt = false;
-  std::optional<std::string> error;
-  int consecutive_failures = 0;
-  std::optional<time_point> fire_time;
-  time_point started_at;
-  time_point finished_at;
-  std::string detail;  // JSON or empty
-  bool counts_run = true;
-  std::uint64_t skipped = 0;  // fire times dropped by the misfire policy
-};
-
 struct running_task {
   task t;
   time_point fire_time;
@@ -139,31 +124,6 @@ std::uint64_t random_u64() {
   thread_local std::mt19937_64 gen{std::random_device{}()};
   return gen();
 }
-
-std::string outcomes_json(const std::vector<outcome_row>& rows) {
-  std::string out = "[";
-  for (const auto& r : rows) {
-    if (out.size() > 1) out += ',';
-    out += "{\"id\":" + std::to_string(r.id) + ",\"token\":" + std::to_string(r.token) +
-           ",\"type\":" + json_quote(r.type) + ",\"attempt\":" + std::to_string(r.attempt) +
-           ",\"outcome\":" + json_quote(r.outcome) + ",\"new_state\":" + json_quote(r.new_state) +
-           ",\"next_run_at\":" + json_time(r.next_run_at) +
-           ",\"reset_attempt\":" + (r.reset_attempt ? "true" : "false") +
-           ",\"error\":" + (r.error ? json_quote(*r.error) : "null") +
-           ",\"consecutive_failures\":" + std::to_string(r.consecutive_failures) +
-           ",\"fire_time\":" + json_time(r.fire_time) +
-           ",\"started_at\":" + json_time(r.started_at) +
-           ",\"finished_at\":" + json_time(r.finished_at) +
-           ",\"detail\":" + (r.detail.empty() ? "null" : r.detail) +
-           ",\"counts_run\":" + (r.counts_run ? "true" : "false") + "}";
-  }
-  return out + "]";
-}
-
-struct type_counts {
-  int claimed = 0, succeeded = 0, failed = 0, skipped = 0, fenced = 0;
-  int timed_out = 0;  // also counted in failed (the cycle log has one column for both)
-};
 
 }  // namespace
 
@@ -207,11 +167,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     process_key_ = detail::own_process_key();
     const auto& sc = settings_.schema;
     sql_claim_ = with_schema(queries::claim, sc);
-    sql_complete_ = with_schema(queries::complete, sc);
     sql_complete_in_handler_ = with_schema(queries::complete_in_handler, sc);
-    sql_release_ = with_schema(queries::release_claims, sc);
     sql_own_claims_ = with_schema(queries::own_claims, sc);
-    sql_record_cycle_ = with_schema(queries::record_cycle, sc);
     sql_next_due_ = with_schema(queries::next_due, sc);
     sql_heartbeat_ = with_schema(queries::heartbeat, sc);
     sql_node_row_ = with_schema(queries::node_row, sc);
@@ -254,6 +211,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       current_poll_ = settings_.poll_interval;
     }
     auto self = shared_from_this();
+    // Its counters use a stats shard of their own, so the claimer's and the completer's
+    // statements never wait for each other's row locks.
+    completer_ = std::make_unique<detail::completer>(
+        lane_,
+        detail::completer::settings{.schema = settings_.schema,
+                                    .node_id = settings_.node_id,
+                                    .stats_shard = shard_ + 16,
+                                    .retry_interval = settings_.poll_interval},
+        [this](const detail::completion_report& r) { on_completion(r); });
+    completer_->start();
     for (int i = 0; i < settings_.workers; ++i)
       workers_.emplace_back([self] { self->worker_loop(); });
     cycle_thread_ = std::thread([self] { self->cycle_loop(); });
@@ -275,11 +242,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       state_ = scheduler_state::draining;
       stop_in_progress_ = true;
       // Tasks claimed but not started go straight back to the queue.
-      for (auto& [type, q] : queued_) {
-        for (auto& rt : q)
-          releases_.push_back(rt);
-        q.clear();
-      }
+      release_queued_locked();
       wake_locked();
     }
     log(log_level::info, "scheduler",
@@ -305,23 +268,20 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           if (!rt->abandoned) {
             rt->abandoned = true;
             stuck_worker_ids_.insert(rt->worker);
-            releases_.push_back(rt);
+            completer_->release(rt->t.id, rt->t.claim_token);
           }
         }
       }
       workers_stop_ = true;
-      cycle_stop_after_flush_ = true;
-      // Anything still queued (claimed after the queue was emptied above) goes back too: the
-      // cycle's final flush releases it.
-      for (auto& [type, q] : queued_) {
-        for (auto& rt : q)
-          releases_.push_back(rt);
-        q.clear();
-      }
+      claimer_stop_ = true;
+      // Anything still queued (claimed after the queue was emptied above) goes back too.
+      release_queued_locked();
       wake_locked();
     }
     worker_cv_.notify_all();
     if (cycle_thread_.joinable()) cycle_thread_.join();
+    // The claimer is gone, so nothing is added any more: the completer writes what is left.
+    completer_->stop();
     {
       const std::scoped_lock lock(mutex_);
       threads_stop_ = true;
@@ -372,7 +332,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     st.current_poll = current_poll_;
     st.last_cycle_at = last_cycle_at_;
     st.started_at = started_at_;
-    st.last_error = last_error_;
+    st.last_error = last_error_.empty() ? completion_error_ : last_error_;
     st.superseded = superseded_.load();
     st.listen_problem = listen_problem_;
     st.listen_delivering = listening_.load() && listen_problem_.empty();
@@ -407,87 +367,42 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     cycle_cv_.notify_one();
   }
 
+  // Claimed but not started: handed back without using up an attempt.
+  void release_queued_locked() {
+    for (auto& [type, q] : queued_) {
+      for (auto& rt : q)
+        completer_->release(rt->t.id, rt->t.claim_token);
+      q.clear();
+    }
+  }
+
+  // A batch of the completer committed (or failed and will be retried).
+  void on_completion(const detail::completion_report& r) {
+    const std::scoped_lock lock(mutex_);
+    ++counters_.cycles;
+    last_cycle_at_ = steady_clock::now();
+    if (!r.error.empty()) {
+      ++counters_.cycle_errors;
+      if (r.error != completion_error_)
+        log(log_level::error, "scheduler", "writing outcomes failed: " + r.error);
+      completion_error_ = r.error;
+      return;
+    }
+    completion_error_.clear();
+    for (const auto& [type, tc] : r.by_type) {
+      counters_.succeeded += static_cast<std::uint64_t>(tc.succeeded);
+      counters_.failed += static_cast<std::uint64_t>(tc.failed - tc.timed_out);
+      counters_.timed_out += static_cast<std::uint64_t>(tc.timed_out);
+      counters_.fenced += static_cast<std::uint64_t>(tc.fenced);
+      counters_.skipped += static_cast<std::uint64_t>(tc.skipped);
+    }
+  }
+
   int live_running_locked() const {
     int n = 0;
     for (const auto& rt : running_)
       n += rt->abandoned ? 0 : 1;
     return n;
-  }
-
-  // ---- outcome computation ----
-
-  // The next fire time of a recurring task after it ran for `fire`, applying its misfire policy
-  // when fire times were missed meanwhile.
-  static std::optional<time_point> next_recurring(const task& t, const schedule& s, time_point fire,
-                                                  time_point now, std::uint64_t& skipped) {
-    const auto next = s.next_after(fire);
-    if (!next || *next > now) return next;
-    const auto plan = plan_misfire(s, *next, now, parse_misfire_policy(t.misfire_policy),
-                                   std::chrono::seconds(t.misfire_grace_s), t.catch_up_limit);
-    skipped += plan.skipped;
-    if (!plan.runs.empty()) return plan.runs.front();
-    return plan.next_run_at;
-  }
-
-  static outcome_row make_outcome(const running_task& rt, bool ok, bool timed_out,
-                                  std::string error, std::string detail) {
-    const task& t = rt.t;
-    outcome_row o;
-    o.id = t.id;
-    o.token = t.claim_token;
-    o.type = t.type;
-    o.attempt = t.attempt;
-    o.fire_time = rt.fire_time;
-    o.started_at = rt.started_wall;
-    o.finished_at = system_clock::now();
-    o.detail = std::move(detail);
-    const time_point now = o.finished_at;
-    schedule s = schedule::every(std::chrono::seconds(1));
-    bool recurring = false;
-    try {
-      s = t.parsed_schedule();
-      recurring = s.recurring();
-    } catch (const std::exception& e) {
-      ok = false;
-      error = std::string("the task's schedule cannot be read: ") + e.what();
-    }
-    if (ok) {
-      o.outcome = "succeeded";
-      o.consecutive_failures = 0;
-      if (recurring) {
-        o.new_state = "scheduled";
-        o.next_run_at = next_recurring(t, s, rt.fire_time, now, o.skipped);
-        o.reset_attempt = true;
-      } else {
-        o.new_state = "succeeded";
-      }
-      return o;
-    }
-    o.outcome = timed_out ? "timed_out" : "failed";
-    o.error = std::move(error);
-    o.consecutive_failures = t.consecutive_failures;
-    if (t.attempt < t.max_attempts) {
-      o.new_state = "retryable";
-      o.next_run_at = now + retry_delay(t.attempt, milliseconds(t.backoff_base_ms),
-                                        milliseconds(t.backoff_cap_ms), 0.2);
-      return o;
-    }
-    o.consecutive_failures = t.consecutive_failures + 1;
-    if (!recurring) {
-      o.new_state = "failed";
-      return o;
-    }
-    o.reset_attempt = true;
-    o.next_run_at = next_recurring(t, s, rt.fire_time, now, o.skipped);
-    o.new_state = t.pause_after_failures > 0 && o.consecutive_failures >= t.pause_after_failures
-                      ? "paused"
-                      : "scheduled";
-    if (o.new_state == "paused") {
-      log(log_level::warn, "scheduler",
-          "task " + std::to_string(t.id) + " (" + t.type + ") paused after " +
-              std::to_string(o.consecutive_failures) + " consecutive failed runs");
-    }
-    return o;
   }
 
   // ---- workers ----
@@ -541,15 +456,18 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       } else if (cut_short && rt->stopping) {
         if (!rt->abandoned) {
           rt->abandoned = true;
-          releases_.push_back(rt);
+          completer_->release(rt->t.id, rt->t.claim_token);
         }
       } else if (!(workers_stop_ && rt->abandoned)) {
         // An abandoned task's outcome is still recorded: the claim token refuses it ('fenced').
-        outcomes_.push_back(make_outcome(*rt, ok, timed_out, error, detail));
+        completer_->push(detail::decide_outcome(rt->t, rt->fire_time, rt->started_wall, ok,
+                                                timed_out, error, detail));
       }
       if (rt->abandoned) stuck_worker_ids_.erase(std::this_thread::get_id());
       idle_cv_.notify_all();
-      wake_locked();
+      // A free worker: claim more at once if more is known to be due (otherwise a NOTIFY or the
+      // next due time brings the claimer back).
+      if (more_due_) wake_locked();
     }
   }
 
@@ -572,7 +490,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   }
 
   bool complete_in_handler(const running_task& rt, pg::connection& c) {
-    outcome_row o = make_outcome(rt, true, false, {}, {});
+    const outcome_row o =
+        detail::decide_outcome(rt.t, rt.fire_time, rt.started_wall, true, false, {}, {});
     const auto res = c.query_cached(sql_complete_in_handler_, o.id, o.token, settings_.node_id,
                                     o.new_state, o.next_run_at, o.reset_attempt, rt.started_wall,
                                     pg::json_text{"{}"}, shard_);
@@ -586,8 +505,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       {
         std::unique_lock lock(mutex_);
         for (;;) {
-          if (cycle_stop_after_flush_) break;
-          if (wake_ || !outcomes_.empty() || !releases_.empty()) break;
+          if (claimer_stop_) return;
+          if (wake_) break;
           const auto now = steady_clock::now();
           auto until = next_wake_;
           std::vector<std::shared_ptr<running_task>> to_cancel;
@@ -601,28 +520,14 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
             lock.lock();
             continue;
           }
-          if (wake_ || !outcomes_.empty()) break;
+          if (wake_) break;
           if (now >= until) break;
           cycle_cv_.wait_until(lock, until);
           if (steady_clock::now() >= until) break;
         }
         wake_ = false;
       }
-      const bool last = [&] {
-        const std::scoped_lock lock(mutex_);
-        return cycle_stop_after_flush_;
-      }();
-      run_cycle(!last);
-      if (last) {
-        // One more flush for outcomes that arrived during the final cycle.
-        bool more = false;
-        {
-          const std::scoped_lock lock(mutex_);
-          more = !outcomes_.empty() || !releases_.empty();
-        }
-        if (more) run_cycle(false);
-        return;
-      }
+      run_cycle();
     }
   }
 
@@ -647,11 +552,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       if (now >= stuck_at) {
         rt->abandoned = true;
         stuck_worker_ids_.insert(rt->worker);
-        outcomes_.push_back(
-            make_outcome(*rt, false, true,
-                         "timed out after " + std::to_string(rt->t.timeout_ms) +
-                             " ms and did not stop within stuck_grace; its worker is stuck",
-                         {}));
+        completer_->push(detail::decide_outcome(
+            rt->t, rt->fire_time, rt->started_wall, false, true,
+            "timed out after " + std::to_string(rt->t.timeout_ms) +
+                " ms and did not stop within stuck_grace; its worker is stuck",
+            {}));
         log(log_level::warn, "scheduler",
             "task " + std::to_string(rt->t.id) + " (" + rt->t.type +
                 ") ignored its cancellation: worker stuck, task will be retried");
@@ -661,204 +566,170 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     }
   }
 
-  void run_cycle(bool allow_claims) {
-    const auto started_steady = steady_clock::now();
-    const auto started_wall = system_clock::now();
-    std::vector<outcome_row> outcomes;
-    std::vector<std::shared_ptr<running_task>> releases;
-    std::vector<std::pair<std::string, int>> caps;  // most tasks each type may claim now
-    int room = 0;                                   // free places across all types
+  // How many tasks of each type this cycle may claim: the free places (workers plus the
+  // adaptive prefetch, minus what is queued or running) shared fairly between the types, each
+  // within its own concurrency limit. Empty when there is no room.
+  std::vector<std::pair<std::string, int>> claim_limits_locked() {
+    std::vector<std::pair<std::string, int>> limits;
+    if (state_ != scheduler_state::running || superseded_) return limits;
+    int outstanding_total = 0;
+    int queued_total = 0;
+    int stuck = 0;  // stuck workers are still occupied: they count against the total
+    std::map<std::string, int> outstanding;
+    for (const auto& rt : running_) {
+      if (rt->abandoned) {
+        ++stuck;
+        continue;
+      }
+      ++outstanding[rt->t.type];
+      ++outstanding_total;
+    }
+    for (const auto& [type, q] : queued_) {
+      outstanding[type] += static_cast<int>(q.size());
+      outstanding_total += static_cast<int>(q.size());
+      queued_total += static_cast<int>(q.size());
+    }
+    int room = settings_.workers - stuck + prefetch_now_ - outstanding_total;
+    // While every worker still has a queued task to go to, wait until a fair part of the local
+    // queue is free rather than claim a task or two per cycle (the local queue refills in
+    // batches, as graphile-worker's does).
+    if (queued_total >= settings_.workers && room < std::max(1, prefetch_now_ / 2)) room = 0;
+    std::vector<std::pair<std::string, int>> caps;
+    for (std::size_t k = 0; k < types_.size(); ++k) {
+      // Start with a different type each cycle so no type always comes first.
+      const std::string& type = types_[(claim_rr_ + k) % types_.size()];
+      const int cap =
+          std::min(settings_.claim_batch, limit_for(type) + prefetch_now_ - outstanding[type]);
+      if (cap > 0) caps.emplace_back(type, cap);
+    }
+    if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
+    // The room is shared: each type gets its fair share of what is left, and what a type cannot
+    // take (its limit) passes on to the types after it.
+    for (std::size_t k = 0; k < caps.size() && room > 0; ++k) {
+      const int remaining_types = static_cast<int>(caps.size() - k);
+      const int share = std::max(1, (room + remaining_types - 1) / remaining_types);
+      const int n = std::min(caps[k].second, share);
+      limits.emplace_back(caps[k].first, n);
+      room -= n;
+    }
+    return limits;
+  }
+
+  // One cycle of the claimer: one statement that claims, records the cycle and counts it.
+  void run_cycle() {
+    std::vector<std::pair<std::string, int>> limits;
     std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
+    const bool reconcile = reconcile_claims_;
     {
       const std::scoped_lock lock(mutex_);
-      outcomes.swap(outcomes_);
-      releases.swap(releases_);
-      if (reconcile_claims_) {
+      limits = claim_limits_locked();
+      if (reconcile) {
         for (const auto& rt : running_)
           known.insert(rt->t.id);
         for (const auto& [type, q] : queued_)
           for (const auto& rt : q)
             known.insert(rt->t.id);
       }
-      if (allow_claims && state_ == scheduler_state::running && !superseded_) {
-        int outstanding_total = 0;
-        std::map<std::string, int> outstanding;
-        for (const auto& rt : running_) {
-          if (rt->abandoned) continue;
-          ++outstanding[rt->t.type];
-          ++outstanding_total;
-        }
-        for (const auto& [type, q] : queued_) {
-          outstanding[type] += static_cast<int>(q.size());
-          outstanding_total += static_cast<int>(q.size());
-        }
-        // Stuck workers are still occupied: they count against the total.
-        int stuck = 0;
-        for (const auto& rt : running_)
-          stuck += rt->abandoned ? 1 : 0;
-        room = settings_.workers - stuck + prefetch_now_ - outstanding_total;
-        // Start with a different type each cycle so no type always comes first.
-        for (std::size_t k = 0; k < types_.size() && room > 0; ++k) {
-          const std::string& type = types_[(claim_rr_ + k) % types_.size()];
-          const int cap =
-              std::min(settings_.claim_batch, limit_for(type) + prefetch_now_ - outstanding[type]);
-          if (cap > 0) caps.emplace_back(type, cap);
-        }
-        if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
+      if (limits.empty() && !reconcile) {
+        // No room: nothing to ask the database. A worker that frees up comes back here.
+        more_due_ = true;
+        next_wake_ = steady_clock::now() + current_poll_;
+        return;
       }
     }
+    if (reconcile) completer_->held_ids(known);
 
-    std::map<std::string, type_counts> counts;
+    const auto started_wall = system_clock::now();
     std::vector<std::shared_ptr<running_task>> claimed;
     std::optional<time_point> next_due;
-    std::uint64_t skipped_total = 0;
-    int fenced = 0;
+    std::map<std::string, int> claimed_by_type;
     bool full_batch = false;
-    int orphans = 0;  // claims handed back by reconciliation
+    int orphans = 0;
     std::string error;
     try {
       auto lease = lane_.acquire();
       pg::connection& c = lease.conn();
-      pg::transaction tx(c);
-      if (!outcomes.empty()) {
-        for (const auto& o : outcomes)
-          skipped_total += o.skipped;
-        const auto res = c.query_cached(sql_complete_, pg::json_text{outcomes_json(outcomes)},
-                                        settings_.node_id, shard_);
-        for (const auto row : res) {
-          auto& tc = counts[row.get<std::string>(0)];
-          const auto outcome = row.get<std::string>(1);
-          const int n = row.get<int>(2);
-          if (outcome == "succeeded")
-            tc.succeeded += n;
-          else if (outcome == "fenced")
-            tc.fenced += n, fenced += n;
-          else if (outcome == "timed_out")
-            tc.failed += n, tc.timed_out += n;
-          else
-            tc.failed += n;
-        }
-        for (const auto& o : outcomes)
-          counts[o.type].skipped += static_cast<int>(o.skipped);
-      }
-      if (!releases.empty()) {
-        std::string json = "[";
-        for (const auto& rt : releases) {
-          if (json.size() > 1) json += ',';
-          json += "{\"id\":" + std::to_string(rt->t.id) +
-                  ",\"token\":" + std::to_string(rt->t.claim_token) + "}";
-        }
-        json += "]";
-        c.query_cached(sql_release_, pg::json_text{json});
-      }
-      if (reconcile_claims_) {
-        std::string json = "[";
+      if (reconcile) {
+        // The last cycle failed and may have committed anyway (the connection died during the
+        // statement): claims this node holds in the database but not in memory go back.
         for (const auto row : c.query_cached(sql_own_claims_, settings_.node_id, incarnation_)) {
           const auto id = row.get<std::int64_t>(0);
           if (known.count(id) != 0) continue;
-          if (json.size() > 1) json += ',';
-          json += "{\"id\":" + std::to_string(id) +
-                  ",\"token\":" + std::to_string(row.get<std::int64_t>(1)) + "}";
+          completer_->release(id, row.get<std::int64_t>(1));
           ++orphans;
         }
-        json += "]";
-        if (orphans > 0) c.query_cached(sql_release_, pg::json_text{json});
+        reconcile_claims_ = false;
       }
-      std::vector<outcome_row> skips;
-      // The room is shared: each type asks for its fair share of what is left, and what a type
-      // does not use (fewer due tasks than its share) passes on to the types after it.
-      for (std::size_t k = 0; k < caps.size() && room > 0; ++k) {
-        const auto& [type, cap] = caps[k];
-        const int remaining_types = static_cast<int>(caps.size() - k);
-        const int share = std::max(1, (room + remaining_types - 1) / remaining_types);
-        const int n = std::min(cap, share);
-        const auto res = c.query_cached(sql_claim_, settings_.node_id, type, n, incarnation_);
-        if (res.rows() == n) full_batch = true;
-        room -= res.rows();
-        counts[type].claimed += res.rows();
+      if (!limits.empty()) {
+        pg::array_literal types, counts;
+        for (const auto& [type, n] : limits) {
+          types.add(type);
+          counts.add(n);
+        }
+        const auto res =
+            c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_, shard_);
         for (const auto row : res) {
           auto rt = std::make_shared<running_task>();
           rt->t = detail::row_to_task(row);
+          ++claimed_by_type[rt->t.type];
           rt->fire_time = rt->t.fire_time.value_or(started_wall);
-          if (!apply_misfire_on_claim(*rt, started_wall, skips)) continue;
+          auto misfire = detail::decide_misfire_on_claim(rt->t, rt->fire_time, started_wall);
+          if (misfire.skipped > 0) completer_->note_skipped(rt->t.type, misfire.skipped);
+          if (misfire.skip) {
+            completer_->push(std::move(*misfire.skip));
+            continue;
+          }
           claimed.push_back(std::move(rt));
         }
+        for (const auto& [type, n] : limits)
+          full_batch = full_batch || claimed_by_type[type] >= n;
+        // Hand the claims to the workers before asking when the next task is due.
+        hand_to_workers(claimed);
+        if (!full_batch)
+          next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
       }
-      if (!skips.empty()) {
-        for (const auto& o : skips) {
-          skipped_total += o.skipped;
-          counts[o.type].skipped += static_cast<int>(o.skipped);
-        }
-        c.query_cached(sql_complete_, pg::json_text{outcomes_json(skips)}, settings_.node_id,
-                       shard_);
-      }
-      record_cycle(c, started_wall, started_steady, counts, skipped_total, fenced, {});
-      if (!full_batch) {
-        next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
-      }
-      tx.commit();
-      reconcile_claims_ = false;
     } catch (const std::exception& e) {
       error = e.what();
       reconcile_claims_ = true;
+      hand_to_workers(claimed);  // rows read before the failure were claimed and committed
     }
-    if (orphans > 0 && error.empty()) {
+    if (orphans > 0) {
       log(log_level::warn, "scheduler",
           "handed back " + std::to_string(orphans) +
               " tasks claimed by a cycle whose commit was not confirmed");
     }
 
     const std::scoped_lock lock(mutex_);
-    last_cycle_at_ = steady_clock::now();
-    ++counters_.cycles;
+    if (!limits.empty()) {
+      last_cycle_at_ = steady_clock::now();
+      ++counters_.cycles;
+    }
     if (!error.empty()) {
-      // Nothing of this cycle committed: keep the outcomes and releases for the next one.
       ++counters_.cycle_errors;
       if (error != last_error_) log(log_level::error, "scheduler", "check cycle failed: " + error);
       last_error_ = error;
-      outcomes_.insert(outcomes_.begin(), outcomes.begin(), outcomes.end());
-      releases_.insert(releases_.begin(), releases.begin(), releases.end());
       next_wake_ = steady_clock::now() + settings_.poll_interval;
       return;
     }
     last_error_.clear();
     int claimed_n = 0;
-    for (const auto& [type, tc] : counts) {
-      counters_.succeeded += static_cast<std::uint64_t>(tc.succeeded);
-      counters_.failed += static_cast<std::uint64_t>(tc.failed - tc.timed_out);
-      counters_.timed_out += static_cast<std::uint64_t>(tc.timed_out);
-      counters_.fenced += static_cast<std::uint64_t>(tc.fenced);
-      counters_.claimed += static_cast<std::uint64_t>(tc.claimed);
-      claimed_n += tc.claimed;
+    for (const auto& [type, n] : claimed_by_type) {
+      counters_.claimed += static_cast<std::uint64_t>(n);
+      claimed_n += n;
     }
-    counters_.skipped += skipped_total;
     // The local queue follows the backlog: a full claim means more is due than was asked for.
     if (full_batch) {
       prefetch_now_ =
           std::min(settings_.max_prefetch, std::max(prefetch_now_ * 2, settings_.workers));
-    } else if (claimed_n > 0 || outcomes.empty()) {
+    } else if (claimed_n > 0) {
       prefetch_now_ = std::max(settings_.prefetch, prefetch_now_ / 2);
     }
-    // A cycle that began before stop() may bring claims back after stop() emptied the queue:
-    // while draining they are handed back at once, as the queue's were (otherwise they could
-    // stay behind as 'running' under this node until a rescue, if the workers stop first).
-    const bool draining = state_ != scheduler_state::running;
-    for (auto& rt : claimed) {
-      if (draining)
-        releases_.push_back(std::move(rt));
-      else
-        queued_[rt->t.type].push_back(std::move(rt));
-    }
-    if (!claimed.empty()) {
-      if (draining)
-        wake_locked();
-      else
-        worker_cv_.notify_all();
-    }
+    const auto now_wall = system_clock::now();
+    more_due_ = full_batch || (next_due && *next_due <= now_wall);
 
     // When to look again: at once if a batch came back full, else at the next due time, within
     // the poll interval, which doubles while nothing happens (NOTIFY wakes us meanwhile).
-    const bool busy = claimed_n > 0 || !outcomes.empty();
+    const bool busy = claimed_n > 0;
     const bool listening = listening_.load();
     current_poll_ = busy || !listening
                         ? settings_.poll_interval
@@ -868,10 +739,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     if (full_batch) {
       wake_at = steady_clock::now();
     } else if (next_due) {
-      const auto until_due = *next_due - system_clock::now();
+      const auto until_due = *next_due - now_wall;
       if (until_due <= std::chrono::nanoseconds(0)) {
-        // Due but not claimable now (no free worker, or locked by another node): a completion or
-        // the poll interval brings us back.
+        // Due but not claimable now (no free worker, or locked by another node): a free worker
+        // (more_due_) or the poll interval brings us back.
         wake_at = std::min(wake_at, steady_clock::now() + settings_.poll_interval);
       } else {
         wake_at =
@@ -882,87 +753,22 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     next_wake_ = wake_at;
   }
 
-  // A recurring task found due long after its fire time follows its misfire policy. Returns
-  // false when the run is skipped (the task was rescheduled through `skips`).
-  bool apply_misfire_on_claim(running_task& rt, time_point now, std::vector<outcome_row>& skips) {
-    const task& t = rt.t;
-    if (t.schedule_kind == "once" || t.attempt > 1) return true;  // retries are not misfires
-    try {
-      const schedule s = t.parsed_schedule();
-      const auto plan = plan_misfire(s, rt.fire_time, now, parse_misfire_policy(t.misfire_policy),
-                                     std::chrono::seconds(t.misfire_grace_s), t.catch_up_limit);
-      if (!plan.misfired) return true;
-      if (!plan.runs.empty()) {
-        rt.fire_time = plan.runs.front();
-        if (plan.skipped > 0) {
-          outcome_row note;  // no state change: only the count of dropped fire times
-          note.skipped = plan.skipped;
-          note.type = t.type;
-          skipped_on_claim_ += plan.skipped;
-          // Counted through the cycle record; nothing to write for the task itself.
-          skips_counts_[t.type] += static_cast<int>(plan.skipped);
-        }
-        return true;
+  // Claimed tasks go to the local queue, or, when the node began to stop meanwhile (a cycle that
+  // started before stop() emptied the queue), straight back to the database.
+  void hand_to_workers(std::vector<std::shared_ptr<running_task>>& claimed) {
+    if (claimed.empty()) return;
+    {
+      const std::scoped_lock lock(mutex_);
+      const bool draining = state_ != scheduler_state::running || superseded_;
+      for (auto& rt : claimed) {
+        if (draining)
+          completer_->release(rt->t.id, rt->t.claim_token);
+        else
+          queued_[rt->t.type].push_back(std::move(rt));
       }
-      outcome_row o;
-      o.id = t.id;
-      o.token = t.claim_token;
-      o.type = t.type;
-      o.attempt = t.attempt;
-      o.outcome = "skipped";
-      o.new_state = "scheduled";
-      o.next_run_at = plan.next_run_at;
-      o.reset_attempt = true;
-      o.consecutive_failures = t.consecutive_failures;
-      o.fire_time = rt.fire_time;
-      o.started_at = now;
-      o.finished_at = now;
-      o.counts_run = false;
-      o.skipped = plan.skipped;
-      skips.push_back(std::move(o));
-      return false;
-    } catch (const std::exception&) {
-      return true;  // the run itself will report the broken schedule
     }
-  }
-
-  void record_cycle(pg::connection& c, time_point started_wall,
-                    steady_clock::time_point started_steady,
-                    std::map<std::string, type_counts>& counts, std::uint64_t& skipped_total,
-                    int fenced, const std::string& error) {
-    for (const auto& [type, n] : skips_counts_)
-      counts[type].skipped += n;
-    skipped_total += skipped_on_claim_;
-    skips_counts_.clear();
-    skipped_on_claim_ = 0;
-    type_counts sum;
-    std::string by_type = "{";
-    std::string stats = "[{\"metric\":\"cycles\",\"type\":\"\",\"value\":1}";
-    for (const auto& [type, tc] : counts) {
-      sum.claimed += tc.claimed;
-      sum.succeeded += tc.succeeded;
-      sum.failed += tc.failed;
-      sum.skipped += tc.skipped;
-      if (by_type.size() > 1) by_type += ',';
-      by_type += json_quote(type) + ":{\"claimed\":" + std::to_string(tc.claimed) +
-                 ",\"succeeded\":" + std::to_string(tc.succeeded) +
-                 ",\"failed\":" + std::to_string(tc.failed) +
-                 ",\"skipped\":" + std::to_string(tc.skipped) +
-                 ",\"fenced\":" + std::to_string(tc.fenced) + "}";
-      stats += ",{\"metric\":\"claimed\",\"type\":" + json_quote(type) +
-               ",\"value\":" + std::to_string(tc.claimed) + "}";
-      stats += ",{\"metric\":\"skipped\",\"type\":" + json_quote(type) +
-               ",\"value\":" + std::to_string(tc.skipped) + "}";
-    }
-    by_type += "}";
-    stats += "]";
-    const double duration_ms =
-        std::chrono::duration<double, std::milli>(steady_clock::now() - started_steady).count();
-    c.query_cached(sql_record_cycle_, settings_.node_id, started_wall, duration_ms, sum.claimed,
-                   sum.succeeded, sum.failed, static_cast<int>(skipped_total), 0, fenced,
-                   pg::json_text{by_type},
-                   error.empty() ? std::optional<std::string>() : std::optional<std::string>(error),
-                   shard_, pg::json_text{stats});
+    claimed.clear();
+    worker_cv_.notify_all();
   }
 
   // ---- node registration: one live process per node id ----
@@ -1073,11 +879,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       last_error_ = message;
       superseded_message_ = message;
       leader_ = false;
-      for (auto& [type, q] : queued_) {
-        for (auto& rt : q)
-          releases_.push_back(rt);
-        q.clear();
-      }
+      release_queued_locked();
     }
     if (settings_.on_superseded) settings_.on_superseded(message);
   }
@@ -1280,9 +1082,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   store store_;
   std::string host_;
   int shard_ = 0;
-  std::string sql_claim_, sql_complete_, sql_complete_in_handler_, sql_release_, sql_record_cycle_,
-      sql_next_due_, sql_heartbeat_, sql_own_claims_, sql_node_row_, sql_register_node_,
-      sql_take_over_, channel_;
+  std::string sql_claim_, sql_complete_in_handler_, sql_next_due_, sql_heartbeat_, sql_own_claims_,
+      sql_node_row_, sql_register_node_, sql_take_over_, channel_;
   std::int64_t incarnation_ = 0;  // this process start; claims carry it
   std::string process_key_;  // how another process on this machine can tell that this one lives
   std::atomic<bool> superseded_{false};  // another process took over this node id
@@ -1308,7 +1109,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   bool stop_in_progress_ = false;
   bool wake_ = false;
   bool workers_stop_ = false;
-  bool cycle_stop_after_flush_ = false;
+  bool claimer_stop_ = false;
+  // The last claim suggests more is due than was taken (a full batch, or due tasks it could not
+  // take): a worker that frees up wakes the claimer.
+  bool more_due_ = false;
   bool threads_stop_ = false;
   bool leader_ = false;
   std::size_t rr_ = 0;
@@ -1316,20 +1120,18 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   int prefetch_now_ = 0;      // tasks claimed beyond the free workers now (see max_prefetch)
   std::map<std::string, std::deque<std::shared_ptr<running_task>>> queued_;
   std::list<std::shared_ptr<running_task>> running_;
-  std::vector<outcome_row> outcomes_;
-  std::vector<std::shared_ptr<running_task>> releases_;
   std::set<std::thread::id> stuck_worker_ids_;
   steady_clock::time_point next_wake_{};
   steady_clock::time_point last_cycle_at_{};
   steady_clock::time_point started_at_{};
   milliseconds current_poll_{0};
-  std::string last_error_;
+  std::string last_error_;        // of the claimer's last cycle
+  std::string completion_error_;  // of the completer's last batch
   std::string superseded_message_;
   std::string listen_problem_;  // why LISTEN does not deliver; empty when it does (or is off)
   scheduler_status counters_;
-  // Only touched by the cycle thread.
-  std::map<std::string, int> skips_counts_;
-  std::uint64_t skipped_on_claim_ = 0;
+  // Created at start(); outlives every thread that pushes to it (it is stopped after them).
+  std::unique_ptr<detail::completer> completer_;
 
   std::vector<std::thread> workers_;
   std::thread cycle_thread_;

@@ -243,6 +243,72 @@ void undo_version_four(test::sched_env& env) {
       " DELETE FROM schema_migrations WHERE version = 4");
 }
 
+// Back to version 4: the cycle log without its kind, b-tree history indexes, default storage.
+void undo_version_five(test::sched_env& env) {
+  env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
+  env.sql().exec(
+      "ALTER TABLE cycles DROP COLUMN kind;"
+      " DROP INDEX task_runs_finished; CREATE INDEX task_runs_finished ON task_runs (finished_at);"
+      " DROP INDEX cycles_started; CREATE INDEX cycles_started ON cycles (started_at);"
+      " ALTER TABLE tasks RESET (fillfactor, autovacuum_vacuum_scale_factor,"
+      "   autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay, autovacuum_vacuum_cost_limit,"
+      "   autovacuum_analyze_scale_factor);"
+      " DELETE FROM schema_migrations WHERE version = 5");
+}
+
+// Version 5 (the hot path) on a populated version-4 database: history and cycle rows of the old
+// engine are kept (their cycles get kind 'cycle'), the history indexes become BRIN, and the new
+// engine drains what was pending, with stats equal to the history.
+TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
+  test::sched_env env;
+  undo_version_five(env);
+  ASSERT_EQ(env.store().check_schema(false).current, 4);
+  constexpr int pending = 300;
+  for (int i = 0; i < pending; ++i)
+    env.store().create(test::due_now("job"));
+  // History written by the old engine: a run and a cycle row.
+  env.sql().exec("INSERT INTO " + env.q("task_runs") +
+                 " (task_id, type, attempt, claim_token, node, started_at, finished_at, outcome)"
+                 " VALUES (999999, 'job', 1, 1, 'old-node', now(), now(), 'succeeded')");
+  env.sql().exec("INSERT INTO " + env.q("cycles") +
+                 " (node, started_at, duration_ms, succeeded) VALUES ('old-node', now(), 1, 1)");
+
+  const sched::migration_status st = env.store().migrate();
+  EXPECT_EQ(st.applied_now, (std::vector<int>{5}));
+  EXPECT_EQ(st.current, st.latest);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("cycles") + " WHERE kind = 'cycle'"), 1);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = '" + env.schema() +
+                       "' AND indexname IN ('task_runs_finished', 'cycles_started')"
+                       " AND indexdef LIKE '%USING brin%'"),
+            2);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid ="
+                       " c.relnamespace WHERE n.nspname = '" +
+                       env.schema() +
+                       "' AND c.relname = 'tasks' AND 'fillfactor=80' = ANY(c.reloptions)"),
+            1);
+
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
+  node.start();
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        return env.scalar("SELECT count(*) FROM " + env.q("tasks") +
+                          " WHERE state = 'succeeded'") == pending;
+      },
+      30s));
+  node.stop();
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("task_runs") +
+                       " WHERE outcome = 'succeeded' AND node <> 'old-node'"),
+            pending);
+  EXPECT_EQ(env.store().stats().total("runs_succeeded"), pending);
+  EXPECT_EQ(env.scalar("SELECT coalesce(sum(succeeded), 0)::bigint FROM " + env.q("cycles") +
+                       " WHERE kind = 'complete'"),
+            pending);
+  EXPECT_EQ(env.scalar("SELECT coalesce(sum(claimed), 0)::bigint FROM " + env.q("cycles") +
+                       " WHERE kind = 'claim'"),
+            pending);
+}
+
 // Version 3 (node incarnations) on a populated version-2 database with a live node of the old
 // version holding a claim: the upgrade adds its columns without touching the rows, the old
 // node's claim (no incarnation) stays its own while that node is alive, and is rescued by a new
@@ -254,6 +320,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN incarnation");
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN process_key");
   env.sql().exec("DELETE FROM " + env.q("schema_migrations") + " WHERE version = 3");
+  undo_version_five(env);
   undo_version_four(env);
   ASSERT_EQ(env.store().check_schema(false).current, 2);
 
@@ -272,7 +339,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
                   claimed);
 
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4, 5}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'scheduled'"),
             pending);

@@ -37,6 +37,33 @@ struct json_text {
   std::string text;
 };
 
+// A one-dimensional array in PostgreSQL's text array form ("{1,NULL,\"a b\"}"), sent as one
+// parameter that the SQL casts to its element type ($1::int8[]). Every element is quoted, so any
+// text is safe; a NUL byte is refused as for text parameters. For batches: one statement over
+// `unnest($1::int8[], $2::text[], ...)` reads N rows without parsing JSON per row.
+class array_literal {
+ public:
+  array_literal& null();
+  array_literal& add(std::int64_t v);
+  array_literal& add(int v) { return add(static_cast<std::int64_t>(v)); }
+  array_literal& add(bool v);
+  array_literal& add(std::string_view v);
+  array_literal& add(const char* v) { return add(std::string_view(v)); }
+  array_literal& add(std::chrono::system_clock::time_point v);
+  template <class T>
+  array_literal& add(const std::optional<T>& v) {
+    return v ? add(*v) : null();
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  // The literal, closed: "{...}".
+  [[nodiscard]] std::string text() const { return body_ + "}"; }
+
+ private:
+  void separator();
+  std::string body_ = "{";
+  std::size_t size_ = 0;
+};
+
 // A timestamp with time zone, sent as an ISO-8601 UTC string with microseconds.
 using timestamp = std::chrono::time_point<std::chrono::system_clock, std::chrono::microseconds>;
 
@@ -63,6 +90,7 @@ struct param {
   param(std::span<const std::byte> v);             // NOLINT(google-explicit-constructor)
   param(const std::vector<std::byte>& v);          // NOLINT(google-explicit-constructor)
   param(json_text v);                              // NOLINT(google-explicit-constructor)
+  param(const array_literal& v);                   // NOLINT(google-explicit-constructor)
   param(std::chrono::system_clock::time_point v);  // NOLINT(google-explicit-constructor)
   template <class T>
   param(const std::optional<T>& v) {  // NOLINT(google-explicit-constructor)
