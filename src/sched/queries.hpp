@@ -104,50 +104,11 @@ inline constexpr const char* other_nodes_budget =
 
 // ---- engine -------------------------------------------------------------------------------
 
-// The claimer's cycle, one autocommit statement: claims due tasks for node $1 (incarnation $4),
-// at most $3[k] of type $2[k], records the cycle and bumps the counters (stats shard $5). SKIP
-// LOCKED lets nodes, and this node's completer, work side by side without waiting on each other;
-// the token bump fences every earlier claim. The claim commits without waiting for its WAL to
-// reach disk (synchronous_commit off for this transaction only): a server crash can lose the
-// latest claims, and those tasks then simply run (again), while the worker's completion, which
-// is synchronous and flushes the WAL written before it, is refused by the claim token. Rows of
-// the counters are written in (metric, type) order, as every statement that writes them does.
+// The claimer's cycle: claims up to $3[k] due tasks of type $2[k] for node $1 (incarnation $4),
+// with its cycle row and counters (stats shard $5), in one statement. The SQL is the function
+// engine_claim in sql/migrations/005_hot_path.sql (planned once per connection there).
 inline constexpr const char* claim =
-    "WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS v),"
-    " due AS ("
-    "  SELECT d.id AS due_id FROM cfg, unnest($2::text[], $3::int4[]) AS q(type, n),"
-    "  LATERAL (SELECT x.id FROM {s}.tasks x"
-    "           WHERE x.type = q.type AND x.state IN ('scheduled', 'available', 'retryable')"
-    "             AND x.next_run_at <= now()"
-    "           ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT q.n FOR UPDATE SKIP LOCKED) d"
-    "), claimed AS ("
-    "  UPDATE {s}.tasks t SET state = 'running', attempt = t.attempt + 1,"
-    "    claim_token = t.claim_token + 1, claimed_by = $1, claimed_incarnation = $4,"
-    "    claimed_at = now(),"
-    "    fire_time = CASE WHEN t.state = 'retryable' THEN coalesce(t.fire_time, t.next_run_at)"
-    "                ELSE t.next_run_at END,"
-    "    lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(),"
-    "    updated_at = now()"
-    "  FROM due WHERE t.id = due.due_id RETURNING " SLUICE_TASK_COLUMNS
-    "), per_type AS ("
-    "  SELECT type, count(*) AS n FROM claimed GROUP BY type"
-    "), counted AS ("
-    "  INSERT INTO {s}.stats (metric, type, shard, value)"
-    "  SELECT metric, type, $5, value FROM ("
-    "    SELECT 'claimed' AS metric, type, n AS value FROM per_type"
-    "    UNION ALL SELECT 'cycles', '', 1) m"
-    "  ORDER BY metric, type"
-    "  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value"
-    "), logged AS ("
-    "  INSERT INTO {s}.cycles (node, started_at, duration_ms, claimed, by_type, kind)"
-    "  SELECT $1, now(), extract(epoch FROM clock_timestamp() - now()) * 1000,"
-    "    coalesce(sum(n), 0),"
-    "    coalesce(jsonb_object_agg(type, jsonb_build_object('claimed', n)) FILTER (WHERE n > 0),"
-    "             '{}'),"
-    "    'claim'"
-    "  FROM per_type"
-    ")"
-    " SELECT " SLUICE_TASK_COLUMNS " FROM claimed";
+    "SELECT " SLUICE_TASK_COLUMNS " FROM {s}.engine_claim($1, $2::text[], $3::int4[], $4, $5)";
 
 // The completer's batch, one autocommit statement: applies the outcomes in the arrays $1-$15
 // (one element per task), fenced by claim token, writes one run row per outcome ('fenced' when

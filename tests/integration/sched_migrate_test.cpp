@@ -247,7 +247,7 @@ void undo_version_four(test::sched_env& env) {
 void undo_version_five(test::sched_env& env) {
   env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
   env.sql().exec(
-      "ALTER TABLE cycles DROP COLUMN kind;"
+      "DROP FUNCTION engine_claim; ALTER TABLE cycles DROP COLUMN kind;"
       " DROP INDEX task_runs_finished; CREATE INDEX task_runs_finished ON task_runs (finished_at);"
       " DROP INDEX cycles_started; CREATE INDEX cycles_started ON cycles (started_at);"
       " ALTER TABLE tasks RESET (fillfactor, autovacuum_vacuum_scale_factor,"
