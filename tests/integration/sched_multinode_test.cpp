@@ -78,6 +78,12 @@ TEST_F(SchedMultiNode, TenThousandTasksRunExactlyOnceAcrossThreeProcesses) {
       "type, payload, schedule_kind, schedule_spec, timezone, misfire_policy, misfire_grace_s,"
       " catch_up_limit, priority, max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms,"
       " pause_after_failures";
+  // Each node claims and completes on two connections at once (claimer and completer), three
+  // nodes side by side: nothing of it may ever deadlock. PostgreSQL counts every deadlock it
+  // breaks in the database (any deadlock here, from whichever test, is a bug).
+  const std::string deadlocks_sql =
+      "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
+  const std::int64_t deadlocks_before = env.scalar(deadlocks_sql);
   const auto started = steady_clock::now();
   env.sql().query("INSERT INTO " + env.q("tasks") + " (" + columns +
                       ", state, next_run_at)"
@@ -113,6 +119,9 @@ TEST_F(SchedMultiNode, TenThousandTasksRunExactlyOnceAcrossThreeProcesses) {
       env.scalar("SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome <> 'succeeded'"), 0)
       << "failed, fenced or rescued runs although no node died";
   EXPECT_EQ(env.store().stats().total("runs_succeeded"), total);
+  // The nodes' backends have exited, so their statistics have reached the shared counters.
+  (void)env.scalar("SELECT count(*) FROM (SELECT pg_stat_clear_snapshot()) x");
+  EXPECT_EQ(env.scalar(deadlocks_sql), deadlocks_before) << "a deadlock was broken meanwhile";
   // The work really was shared: every node ran some of it.
   for (const std::string& id : ids) {
     EXPECT_GT(env.scalar("SELECT count(*) FROM " + env.q("ledger") + " WHERE node = $1", id), 0)
