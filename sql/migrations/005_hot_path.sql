@@ -80,7 +80,10 @@ BEGIN
                   ELSE t.next_run_at END,
       lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(),
       updated_at = now()
-    FROM due WHERE t.id = due.due_id
+    -- An id list rather than a join: each claimed row is found through the primary key, whatever
+    -- the generic plan guesses about how many rows LIMIT q.n lets through (a join was planned
+    -- as a hash join over the whole table once the statistics knew its size).
+    WHERE t.id = ANY (ARRAY(SELECT due_id FROM due))
     RETURNING t.*
   ), per_type AS (
     SELECT c.type, count(*) AS n FROM claimed c GROUP BY c.type
