@@ -25,16 +25,22 @@ std::optional<time_point> next_recurring(const task& t, const schedule& s, time_
   return plan.next_run_at;
 }
 
-}  // namespace
-
-outcome_row decide_outcome(const task& t, time_point fire_time, time_point started_at, bool ok,
-                           bool timed_out, std::string error, std::string detail) {
+// The fields every outcome of a claim of `t` carries: which task, which claim, which attempt.
+outcome_row outcome_of_claim(const task& t, time_point fire_time) {
   outcome_row o;
   o.id = t.id;
   o.token = t.claim_token;
   o.type = t.type;
   o.attempt = t.attempt;
   o.fire_time = fire_time;
+  return o;
+}
+
+}  // namespace
+
+outcome_row decide_outcome(const task& t, time_point fire_time, time_point started_at, bool ok,
+                           bool timed_out, std::string error, std::string detail) {
+  outcome_row o = outcome_of_claim(t, fire_time);
   o.started_at = started_at;
   o.finished_at = std::chrono::system_clock::now();
   o.detail = std::move(detail);
@@ -100,17 +106,12 @@ misfire_on_claim decide_misfire_on_claim(const task& t, time_point& fire_time, t
       fire_time = plan.runs.front();
       return out;
     }
-    outcome_row o;
-    o.id = t.id;
-    o.token = t.claim_token;
-    o.type = t.type;
-    o.attempt = t.attempt;
+    outcome_row o = outcome_of_claim(t, fire_time);
     o.outcome = "skipped";
     o.new_state = "scheduled";
     o.next_run_at = plan.next_run_at;
     o.reset_attempt = true;
     o.consecutive_failures = t.consecutive_failures;
-    o.fire_time = fire_time;
     o.started_at = now;
     o.finished_at = now;
     o.counts_run = false;

@@ -291,3 +291,40 @@ TEST(PgParams, EmptyParamList) {
   const pg::param_list dflt;
   EXPECT_EQ(dflt.size(), 0);
 }
+
+// Arrays travel as one text literal whose every element is quoted, so commas, braces, quotes,
+// backslashes and the word NULL in a value stay values; absent values are SQL NULLs.
+TEST(PgParams, ArrayLiteralQuotesEveryElement) {
+  pg::array_literal a;
+  EXPECT_EQ(a.text(), "{}");
+  a.add(std::string_view("plain"))
+      .add("a,b")
+      .add("{x}")
+      .add("say \"hi\"")
+      .add("back\\slash")
+      .add("NULL")
+      .null()
+      .add(std::string_view(""));
+  EXPECT_EQ(a.size(), 8U);
+  EXPECT_EQ(a.text(), R"({"plain","a,b","{x}","say \"hi\"","back\\slash","NULL",NULL,""})");
+
+  pg::array_literal n;
+  n.add(std::int64_t{-9223372036854775807LL - 1}).add(42).add(true).add(false);
+  n.add(std::optional<std::int64_t>{}).add(std::optional<std::int64_t>{7});
+  EXPECT_EQ(n.text(), "{-9223372036854775808,42,t,f,NULL,7}");
+
+  pg::array_literal t;
+  t.add(std::chrono::system_clock::time_point{} + std::chrono::microseconds(1));
+  EXPECT_EQ(t.text(), "{\"" +
+                          pg::format_timestamp(std::chrono::system_clock::time_point{} +
+                                               std::chrono::microseconds(1)) +
+                          "\"}");
+  EXPECT_EQ(pg::param(a).value, a.text());
+  EXPECT_EQ(pg::param(a).type, pg::oids::unspecified);
+}
+
+TEST(PgParams, ArrayLiteralRefusesNulBytes) {
+  pg::array_literal a;
+  EXPECT_THROW(a.add(std::string_view("a\0b", 3)), pg::conversion_error);
+  EXPECT_EQ(a.size(), 0U) << "a refused element must not be half-added";
+}
