@@ -1,9 +1,10 @@
 // One scheduler node as a process of its own, for the multi-process integration tests (exactly
-// once across nodes, rescue after kill -9). The database comes from DATABASE_URL / PG*.
+// once across nodes, rescue after kill -9). The database comes from DATABASE_URL / PG*, or from
+// --conninfo (pools) and --listen-conninfo (the LISTEN connection), e.g. a PgBouncer in front.
 //
 //   sched_test_node --schema S [--node-id ID] [--workers N] [--types a,b] [--handler H]
 //                   [--lane-size N] [--heartbeat-ms N] [--node-expiry-ms N] [--poll-ms N]
-//                   [--app-name PREFIX]
+//                   [--app-name PREFIX] [--conninfo C] [--listen-conninfo C]
 //
 // Handlers (registered for every type in --types, default "test"):
 //   noop                succeeds at once
@@ -52,6 +53,8 @@ struct options {
   std::optional<int> node_expiry_ms;
   std::optional<int> poll_ms;
   std::string app_name = "sched-test-node";
+  std::string conninfo;         // empty: DATABASE_URL / PG*
+  std::string listen_conninfo;  // empty: the pools'
 };
 
 class usage_error : public std::runtime_error {
@@ -107,6 +110,10 @@ options parse(int argc, char** argv) {
       o.node_expiry_ms = to_int(flag, value);
     } else if (flag == "--poll-ms") {
       o.poll_ms = to_int(flag, value);
+    } else if (flag == "--conninfo") {
+      o.conninfo = value;
+    } else if (flag == "--listen-conninfo") {
+      o.listen_conninfo = value;
     } else if (flag == "--app-name") {
       o.app_name = value;
     } else {
@@ -178,6 +185,7 @@ int run(const options& o) {
   work.size = o.workers;
   work.max_overflow = 0;
   work.application_name = o.app_name + "-work";
+  work.conninfo = o.conninfo;
   pools.add(work);
 
   pool::settings lane_settings;
@@ -185,12 +193,14 @@ int run(const options& o) {
   lane_settings.size = o.lane_size;
   lane_settings.max_overflow = 0;
   lane_settings.application_name = o.app_name + "-lane";
+  lane_settings.conninfo = o.conninfo;
   pool::pool lane(lane_settings);
 
   sched::scheduler_settings s;
   s.schema = o.schema;
   s.node_id = o.node_id;
   s.workers = o.workers;
+  s.listen_conninfo = o.listen_conninfo;
   if (o.heartbeat_ms) s.heartbeat_interval = std::chrono::milliseconds(*o.heartbeat_ms);
   if (o.node_expiry_ms) s.node_expiry = std::chrono::milliseconds(*o.node_expiry_ms);
   if (o.poll_ms) {
