@@ -39,6 +39,15 @@ ALTER TABLE task_runs SET (autovacuum_vacuum_insert_scale_factor = 0.05,
 ALTER TABLE cycles SET (autovacuum_vacuum_insert_scale_factor = 0.05,
                         autovacuum_vacuum_cost_delay = 0);
 
+-- tasks_state (state, id) took an entry for every version of every task row: three per run
+-- (insert, claim, completion), the largest index of a busy queue. What used it has narrower
+-- indexes: the waiting states have tasks_claim and tasks_next_due, running has tasks_running,
+-- and pruning finds finished one-shot tasks through tasks_finished, which only a finished row
+-- enters (one entry per task). Listings by state go through the primary key (newest first).
+DROP INDEX tasks_state;
+CREATE INDEX tasks_finished ON tasks (updated_at)
+  WHERE state IN ('succeeded', 'failed', 'cancelled') AND schedule_kind = 'once';
+
 -- The history is written in time order and read by time only when it is pruned: a BRIN index
 -- (one entry per range of pages, kept up to date almost for free) replaces the b-tree that took
 -- one entry per run and per cycle.

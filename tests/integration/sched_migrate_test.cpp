@@ -158,7 +158,7 @@ TEST_F(SchedMigrate, TablesIndexesAndTriggerExist) {
   }
   const std::set<std::string> indexes = names_in(
       env.sql(), "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1", env.schema());
-  for (const char* i : {"tasks_claim", "tasks_next_due", "tasks_running", "tasks_state",
+  for (const char* i : {"tasks_claim", "tasks_next_due", "tasks_running", "tasks_finished",
                         "task_runs_task", "task_runs_finished", "cycles_started"}) {
     EXPECT_TRUE(indexes.count(i)) << "missing index " << i;
   }
@@ -248,6 +248,7 @@ void undo_version_five(test::sched_env& env) {
   env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
   env.sql().exec(
       "DROP FUNCTION engine_claim; ALTER TABLE cycles DROP COLUMN kind;"
+      " DROP INDEX tasks_finished; CREATE INDEX tasks_state ON tasks (state, id);"
       " DROP INDEX task_runs_finished; CREATE INDEX task_runs_finished ON task_runs (finished_at);"
       " DROP INDEX cycles_started; CREATE INDEX cycles_started ON cycles (started_at);"
       " ALTER TABLE tasks RESET (fillfactor, autovacuum_vacuum_scale_factor,"
