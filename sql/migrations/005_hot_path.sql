@@ -57,7 +57,9 @@ DROP INDEX cycles_started;
 CREATE INDEX cycles_started ON cycles USING brin (started_at);
 
 -- The claimer's cycle (src/sched/scheduler.cpp, run_cycle): claims due tasks for node p_node
--- (incarnation p_incarnation), at most p_counts[k] of type p_types[k], records the cycle (a
+-- (incarnation p_incarnation), at most p_counts[k] of type p_types[k] (past the watermark
+-- p_after_*[k] when it is set: the priority, due time and id of the last task the previous claim
+-- of that type took), records the cycle (a
 -- cycles row of kind 'claim') and bumps the counters (stats shard p_shard), in one statement.
 --  - SKIP LOCKED lets nodes, and this node's completer, work side by side without waiting on
 --    each other; the token bump fences every earlier claim.
@@ -70,18 +72,35 @@ CREATE INDEX cycles_started ON cycles USING brin (started_at);
 --    idle engine's pick-up latency consists of.
 --  - Counter rows are written in (metric, type) order, as every statement that writes them does.
 CREATE FUNCTION engine_claim(p_node text, p_types text[], p_counts int4[], p_incarnation bigint,
-                             p_shard integer)
+                             p_shard integer, p_after_priority int4[], p_after_run_at timestamptz[],
+                             p_after_id int8[])
 RETURNS SETOF tasks LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+  due_ids int8[] := '{}';
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
+  FOR k IN 1 .. coalesce(array_length(p_types, 1), 0) LOOP
+    IF p_after_id[k] IS NULL THEN
+      due_ids := due_ids || ARRAY(
+        SELECT x.id FROM tasks x
+        WHERE x.type = p_types[k] AND x.state IN ('scheduled', 'available', 'retryable')
+          AND x.next_run_at <= now()
+        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT p_counts[k] FOR UPDATE SKIP LOCKED);
+    ELSE
+      -- Past the watermark: the index scan starts where the last claim of this type ended,
+      -- instead of walking the entries that claims left behind at the head of tasks_claim
+      -- (dead until vacuum removes them; hundreds of thousands after a large burst).
+      due_ids := due_ids || ARRAY(
+        SELECT x.id FROM tasks x
+        WHERE x.type = p_types[k] AND x.state IN ('scheduled', 'available', 'retryable')
+          AND x.priority = p_after_priority[k]
+          AND (x.next_run_at, x.id) > (p_after_run_at[k], p_after_id[k])
+          AND x.next_run_at <= now()
+        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT p_counts[k] FOR UPDATE SKIP LOCKED);
+    END IF;
+  END LOOP;
   RETURN QUERY
-  WITH due AS (
-    SELECT d.id AS due_id FROM unnest(p_types, p_counts) AS q(type, n),
-    LATERAL (SELECT x.id FROM tasks x
-             WHERE x.type = q.type AND x.state IN ('scheduled', 'available', 'retryable')
-               AND x.next_run_at <= now()
-             ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT q.n FOR UPDATE SKIP LOCKED) d
-  ), claimed AS (
+  WITH claimed AS (
     UPDATE tasks t SET state = 'running', attempt = t.attempt + 1,
       claim_token = t.claim_token + 1, claimed_by = p_node, claimed_incarnation = p_incarnation,
       claimed_at = now(),
@@ -90,9 +109,9 @@ BEGIN
       lease_until = now() + t.timeout_ms * interval '1 millisecond', last_run_at = now(),
       updated_at = now()
     -- An id list rather than a join: each claimed row is found through the primary key, whatever
-    -- the generic plan guesses about how many rows LIMIT q.n lets through (a join was planned
-    -- as a hash join over the whole table once the statistics knew its size).
-    WHERE t.id = ANY (ARRAY(SELECT due_id FROM due))
+    -- the generic plan guesses about how many rows a LIMIT lets through (a join was planned as a
+    -- hash join over the whole table once the statistics knew its size).
+    WHERE t.id = ANY (due_ids)
     RETURNING t.*
   ), per_type AS (
     SELECT c.type, count(*) AS n FROM claimed c GROUP BY c.type
@@ -117,6 +136,7 @@ END $$;
 -- Pinned: a caller's search_path (or a temporary table named tasks) cannot redirect it.
 DO $$
 BEGIN
-  EXECUTE format('ALTER FUNCTION engine_claim(text, text[], int4[], bigint, integer)'
+  EXECUTE format('ALTER FUNCTION engine_claim(text, text[], int4[], bigint, integer, int4[],'
+                 ' timestamptz[], int8[])'
                  ' SET search_path = %I, pg_temp', current_schema());
 END $$;

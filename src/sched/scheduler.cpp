@@ -661,17 +661,45 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         reconcile_claims_ = false;
       }
       if (!limits.empty()) {
-        pg::array_literal types, counts;
+        // A claim starts past the watermark of its type (where the previous claim ended), so it
+        // does not walk the index entries that earlier claims left dead at the head of the queue.
+        // A sweep from the head finds what lies before the watermark: a task of a higher priority
+        // or due earlier than it, one released, one another node skipped. It runs every
+        // sweep_every cycles but at most every sweep_gap, and at least every sweep_max_gap: a
+        // task before the watermark waits that long at most.
+        const auto now_steady = steady_clock::now();
+        const bool sweep =
+            (++cycles_since_sweep_ >= sweep_every && now_steady - last_sweep_ >= sweep_gap) ||
+            now_steady - last_sweep_ >= sweep_max_gap;
+        if (sweep) {
+          cycles_since_sweep_ = 0;
+          last_sweep_ = now_steady;
+        }
+        pg::array_literal types, counts, after_priority, after_run_at, after_id;
         for (const auto& [type, n] : limits) {
           types.add(type);
           counts.add(n);
+          const auto mark = marks_.find(type);
+          if (sweep || mark == marks_.end()) {
+            after_priority.null();
+            after_run_at.null();
+            after_id.null();
+          } else {
+            after_priority.add(mark->second.priority);
+            after_run_at.add(mark->second.run_at);
+            after_id.add(mark->second.id);
+          }
         }
-        const auto res =
-            c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_, shard_);
+        const auto res = c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_,
+                                        shard_, after_priority, after_run_at, after_id);
+        std::map<std::string, claim_mark> last;  // per type, the last row in claim order
         for (const auto row : res) {
           auto rt = std::make_shared<running_task>();
           rt->t = detail::row_to_task(row);
           ++claimed_by_type[rt->t.type];
+          const claim_mark m{rt->t.priority, rt->t.next_run_at.value_or(time_point{}), rt->t.id};
+          auto [it, fresh] = last.try_emplace(rt->t.type, m);
+          if (!fresh && it->second.before(m)) it->second = m;
           rt->fire_time = rt->t.fire_time.value_or(started_wall);
           auto misfire = detail::decide_misfire_on_claim(rt->t, rt->fire_time, started_wall);
           if (misfire.skipped > 0) completer_->note_skipped(rt->t.type, misfire.skipped);
@@ -683,6 +711,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         }
         for (const auto& [type, n] : limits)
           full_batch = full_batch || claimed_by_type[type] >= n;
+        for (const auto& [type, m] : last)
+          marks_[type] = m;
         // Hand the claims to the workers before asking when the next task is due.
         hand_to_workers(claimed);
         if (!full_batch)
@@ -1088,6 +1118,25 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::string process_key_;  // how another process on this machine can tell that this one lives
   std::atomic<bool> superseded_{false};  // another process took over this node id
   std::uint64_t listen_probes_ = 0;      // listener thread only
+  // Where the last claim of each type ended, in the claim order (priority DESC, due time, id):
+  // the next claim starts there. Claimer thread only.
+  struct claim_mark {
+    int priority = 0;
+    time_point run_at{};
+    std::int64_t id = 0;
+    // True when `other` comes after this mark in the claim order.
+    [[nodiscard]] bool before(const claim_mark& other) const {
+      if (priority != other.priority) return priority > other.priority;
+      if (run_at != other.run_at) return run_at < other.run_at;
+      return id < other.id;
+    }
+  };
+  static constexpr int sweep_every = 8;
+  static constexpr milliseconds sweep_gap{100};
+  static constexpr milliseconds sweep_max_gap{1000};
+  std::map<std::string, claim_mark> marks_;
+  int cycles_since_sweep_ = 0;
+  steady_clock::time_point last_sweep_{};
   // Set when a cycle failed: its claims may have committed anyway (the connection died during
   // COMMIT), leaving tasks 'running' under this live node that no worker will ever run. The
   // next good cycle hands such orphans back. Cycle thread only.

@@ -497,3 +497,57 @@ TEST(SchedEngineStop, StopDoesNotWaitForAHandlerThatIgnoresCancellation) {
 }
 
 }  // namespace
+
+namespace {
+
+// Claims start where the previous claim of their type ended (a watermark, so that they do not
+// walk the index entries earlier claims left behind), and a sweep from the head of the queue
+// finds what lies before it. During the drain of a large backlog, a task of a higher priority,
+// and one due earlier than every task of the backlog, still run long before the backlog ends.
+TEST_F(SchedEngine, TasksBeforeTheClaimWatermarkRunDuringABacklog) {
+  test::sched_env env;
+  constexpr int backlog = 6000;
+  // The backlog: due a minute from now, then made due (one statement, one due time).
+  sched::task_spec spec = test::due_now("bulk");
+  spec.name = "template";
+  spec.when = sched::schedule::once(system_clock::now() + 1h);
+  const std::int64_t template_id = env.store().create(spec);
+  const std::string columns =
+      "type, payload, schedule_kind, schedule_spec, timezone, misfire_policy, misfire_grace_s,"
+      " catch_up_limit, priority, max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms,"
+      " pause_after_failures";
+  env.sql().query("INSERT INTO " + env.q("tasks") + " (" + columns +
+                      ", state, next_run_at) SELECT " + columns + ", 'scheduled', now() FROM " +
+                      env.q("tasks") + " CROSS JOIN generate_series(1, $2) WHERE id = $1",
+                  template_id, backlog);
+  sched::scheduler_settings s = env.settings(4);
+  s.prefetch = 16;
+  s.max_prefetch = 16;
+  s.claim_batch = 16;
+  sched::scheduler node(s, env.lane());
+  node.handle("bulk", [](sched::task_context&) {
+    std::this_thread::sleep_for(2ms);
+    return sched::handler_result::success();
+  });
+  node.start();
+  const std::string done =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE type = 'bulk' AND state = 'succeeded'";
+  ASSERT_TRUE(test::wait_until([&] { return env.scalar(done) >= 200; }, 30s));
+
+  // Both sort before the watermark: one by priority, one by due time (an hour ago).
+  sched::task_spec urgent = test::due_now("bulk");
+  urgent.priority = 10;
+  const std::int64_t urgent_id = env.store().create(urgent);
+  const std::int64_t early_id = env.store().create(test::due_now("bulk"));
+  env.sql().query("UPDATE " + env.q("tasks") +
+                      " SET next_run_at = now() - interval '1 hour'"
+                      " WHERE id = $1",
+                  early_id);
+  EXPECT_TRUE(test::wait_for_state(env.store(), urgent_id, task_state::succeeded, 30s));
+  EXPECT_TRUE(test::wait_for_state(env.store(), early_id, task_state::succeeded, 30s));
+  const std::int64_t finished = env.scalar(done);
+  EXPECT_LT(finished, backlog / 2) << "the tasks before the watermark waited for the backlog";
+  node.stop();
+}
+
+}  // namespace
