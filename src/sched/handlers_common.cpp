@@ -326,6 +326,10 @@ http_payload parse_http_payload(std::string_view text) {
     if (!is_token(name)) r.fail("headers." + name, "is not a valid header name");
     if (value.find_first_of("\r\n") != std::string::npos)
       r.fail("headers." + name, "must not contain CR or LF");
+    if ((name.size() == 16 && starts_with_icase(name, "sluice-signature")) ||
+        (name.size() == 16 && starts_with_icase(name, "sluice-timestamp")))
+      r.fail("headers." + name,
+             "is set by sluice when it signs requests ([http_tasks] signing_secret)");
   }
 
   if (const json* body = r.find("body")) {
