@@ -109,6 +109,8 @@ const std::vector<refused_range>& refused_ranges() {
         {"240.0.0.0/4", "a reserved or broadcast address"},
         {"::/128", "the unspecified address"},
         {"::1/128", "a loopback address"},
+        {"::/96", "an IPv4-compatible address (deprecated, refused)"},
+        {"64:ff9b::/96", "a NAT64 address (it could reach an internal IPv4 address)"},
         {"fe80::/10", "a link-local address"},
         {"fc00::/7", "a private (unique local) address"},
         {"ff00::/8", "a multicast address"},

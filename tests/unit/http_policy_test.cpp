@@ -52,7 +52,9 @@ TEST(HttpPolicy, RefusesLoopbackLinkLocalPrivateAndUnspecifiedByDefault) {
         "172.31.255.255", "192.168.1.1", "0.0.0.0", "100.64.0.1", "224.0.0.1", "255.255.255.255",
         "::1", "::", "fe80::1", "febf::1", "fc00::1", "fd12:3456::1", "ff02::1",
         // IPv4-mapped IPv6 is the IPv4 address it maps
-        "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::ffff:0.0.0.0"}) {
+        "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::ffff:10.0.0.1", "::ffff:0.0.0.0",
+        // IPv4-compatible and NAT64 forms of an IPv4 address
+        "::127.0.0.1", "64:ff9b::a9fe:a9fe"}) {
     EXPECT_TRUE(refusal(a)) << a;
   }
   EXPECT_EQ(refusal("127.0.0.1"), "127.0.0.1 is a loopback address");

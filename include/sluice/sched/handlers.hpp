@@ -89,8 +89,8 @@ struct http_policy {
   // Networks HTTP tasks may connect to although they are refused by default: loopback
   // (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10), private (10.0.0.0/8,
   // 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7), unspecified (0.0.0.0/8, ::),
-  // multicast and broadcast. Checked against the address of every connection libcurl opens,
-  // redirects included, after name resolution.
+  // IPv4-compatible (::/96) and NAT64 (64:ff9b::/96) IPv6, multicast and broadcast. Checked against
+  // the address of every connection libcurl opens, redirects included, after name resolution.
   std::vector<ip_network> allow_networks;
   // When not empty, every request carries Sluice-Timestamp: <unix seconds> and
   // Sluice-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" under this secret>.
