@@ -1053,6 +1053,37 @@ daemon_config parse_text(std::string_view text, std::string source,
       cfg.http_tasks.signing_secret = *secret;
     }
   }
+  {
+    section keys = ht.table("signing_keys");
+    keys.accept_all();
+    for (const auto& [name, node] : keys.entries()) {
+      const auto* variable = node->as_string();
+      if (variable == nullptr) {
+        keys.fail(name,
+                  "expected the name of the environment variable that holds this key's "
+                  "secret, got " +
+                      std::string(type_name(*node)));
+      }
+      if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' ||
+                   c == '.';
+          })) {
+        keys.fail(name, "key names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'");
+      }
+      const auto secret = env_value(env, variable->get());
+      if (!secret) {
+        keys.fail(name, "the environment variable " + variable->get() +
+                            " is not set or is empty; set it to this key's signing secret");
+      }
+      if (secret->size() < 16) {
+        keys.fail(name, "the secret in " + variable->get() + " is " +
+                            std::to_string(secret->size()) + " characters long; use at least 16");
+      }
+      cfg.http_tasks.signing_keys_env[name] = variable->get();
+      cfg.http_tasks.signing_keys[name] = *secret;
+    }
+    keys.finish();
+  }
   ht.finish();
 
   // [log]
@@ -1370,6 +1401,7 @@ std::string daemon_config::to_json_redacted() const {
       {"allow_networks", http_tasks.allow_networks},
       {"signing_secret_set", !http_tasks.signing_secret.empty()},
       {"signing_secret_env", http_tasks.signing_secret_env},
+      {"signing_keys", http_tasks.signing_keys_env},  // names and variables, never the secrets
   };
   json types_json = json::object();
   for (const auto& t : types) {
@@ -1406,6 +1438,7 @@ sched::http_policy http_tasks_config::policy() const {
     if (auto net = sched::parse_ip_network(n)) p.allow_networks.push_back(*net);
   }
   p.signing_secret = signing_secret;
+  p.signing_keys.insert(signing_keys.begin(), signing_keys.end());
   return p;
 }
 

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -112,6 +113,9 @@ struct http_tasks_config {
   // The secret that signs every request (Sluice-Signature); empty: requests are not signed.
   std::string signing_secret;
   std::string signing_secret_env;  // the variable signing_secret came from, if from one
+  // [http_tasks.signing_keys]: name -> the environment variable holding that key's secret.
+  std::map<std::string, std::string> signing_keys_env;
+  std::map<std::string, std::string> signing_keys;  // name -> secret, read from those variables
 
   [[nodiscard]] sched::http_policy policy() const;
 };

@@ -311,13 +311,21 @@ class http_runner {
     // bodies, and label every body as a form; send exactly what the payload says instead.
     if (!has_header(p, "Expect")) add_header("Expect:");
     if (p.body && !has_header(p, "Content-Type")) add_header("Content-Type:");
-    if (!policy_.signing_secret.empty()) {
+    const std::string* secret = policy_.signing_secret.empty() ? nullptr : &policy_.signing_secret;
+    if (p.signing_key) {
+      const auto it = policy_.signing_keys.find(*p.signing_key);
+      if (it == policy_.signing_keys.end())
+        return handler_result::failure("HTTP " + where + ": signing_key '" + *p.signing_key +
+                                       "' is not a key of [http_tasks.signing_keys]");
+      secret = &it->second;
+    }
+    if (secret != nullptr) {
       const std::string ts = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
                                                 std::chrono::system_clock::now().time_since_epoch())
                                                 .count());
       add_header("Sluice-Timestamp: " + ts);
       add_header("Sluice-Signature: " +
-                 http_signature(policy_.signing_secret, ts, p.body ? *p.body : std::string()));
+                 http_signature(*secret, ts, p.body ? *p.body : std::string()));
     }
 
     const easy_ptr easy(curl_easy_init());

@@ -654,10 +654,14 @@ TEST_F(Daemon, HttpTasksReachALocalServerAndTimeOut) {
 TEST_F(Daemon, HttpTasksAreSignedWithTheSecretFromTheEnvironment) {
   hook_server hooks;
   knobs k;
-  k.http_tasks += "signing_secret_env = \"SLUICE_E2E_WEBHOOK_SECRET\"\n";
+  k.http_tasks +=
+      "signing_secret_env = \"SLUICE_E2E_WEBHOOK_SECRET\"\n"
+      "[http_tasks.signing_keys]\npartner = \"SLUICE_E2E_PARTNER_SECRET\"\n";
   const std::string secret = "e2e-webhook-secret-0123456789";
+  const std::string partner_secret = "e2e-partner-secret-0123456789";
   auto o = options(k);
   o.env["SLUICE_E2E_WEBHOOK_SECRET"] = secret;
+  o.env["SLUICE_E2E_PARTNER_SECRET"] = partner_secret;
   daemon_ = std::make_unique<daemon_process>(std::move(o));
   const std::string body = R"({"event":"signed"})";
   const auto before = std::chrono::duration_cast<std::chrono::seconds>(
@@ -676,6 +680,18 @@ TEST_F(Daemon, HttpTasksAreSignedWithTheSecretFromTheEnvironment) {
   EXPECT_EQ(hooks.signatures().at(0).rfind("v1=", 0), 0U);
   // The secret is in no answer of the API.
   EXPECT_EQ(get("/api/v1/tasks/" + std::to_string(id)).body.find(secret), std::string::npos);
+
+  // A task that names a key is signed with that key's secret.
+  const std::int64_t named = create({{"type", "http"},
+                                     {"payload",
+                                      {{"method", "POST"},
+                                       {"url", hooks.url("/hook")},
+                                       {"body", "p"},
+                                       {"signing_key", "partner"}}}});
+  ASSERT_TRUE(wait_for_state(named, "succeeded")) << task(named).dump();
+  ASSERT_EQ(hooks.signatures().size(), 2U);
+  EXPECT_EQ(hooks.signatures()[1],
+            sched::http_signature(partner_secret, hooks.timestamps()[1], "p"));
 }
 
 TEST_F(Daemon, HttpTasksToLoopbackAndMetadataAreRefusedByDefault) {

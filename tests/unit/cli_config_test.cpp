@@ -891,4 +891,21 @@ TEST(Config, HttpTasksAllowNetworksAndSigningSecret) {
       "[http_tasks]\nsigning_secret = \"0123456789abcdef0123\"\nsigning_secret_env = \"X\"\n",
       "not both");
   parse_error("[http_tasks]\nallow_hosts = []\n", "allow_hosts");
+
+  // Named keys: each names the variable holding its secret.
+  c = parse("[http_tasks.signing_keys]\npartner_a = \"PARTNER_A_SECRET\"\n",
+            {{"PARTNER_A_SECRET", "partner-a-secret-0123456789"}});
+  EXPECT_EQ(c.http_tasks.policy().signing_keys.at("partner_a"), "partner-a-secret-0123456789");
+  EXPECT_TRUE(c.http_tasks.policy().signing_secret.empty());
+  j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["http_tasks"]["signing_keys"]["partner_a"], "PARTNER_A_SECRET");
+  EXPECT_FALSE(contains(c.to_json_redacted(), "partner-a-secret-0123456789"));
+  e = parse_error("[http_tasks.signing_keys]\npartner_a = \"PARTNER_A_SECRET\"\n",
+                  "http_tasks.signing_keys.partner_a: the environment variable PARTNER_A_SECRET "
+                  "is not set");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[http_tasks.signing_keys]\npartner_a = 3\n", "expected the name of the environment");
+  parse_error("[http_tasks.signing_keys]\npartner_a = \"S\"\n", "use at least 16",
+              {{"S", "short"}});
+  parse_error("[http_tasks.signing_keys]\n\"a b\" = \"S\"\n", "key names are 1 to 64");
 }

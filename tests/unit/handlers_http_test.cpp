@@ -387,3 +387,21 @@ TEST_F(HandlersHttp, RequestsAreNotSignedWithoutASecret) {
   EXPECT_EQ(received().headers.count("Sluice-Signature"), 0U);
   EXPECT_EQ(received().headers.count("Sluice-Timestamp"), 0U);
 }
+
+TEST_F(HandlersHttp, ATaskPicksANamedSigningKey) {
+  policy_.signing_secret = "the-default-secret-0123456789";
+  policy_.signing_keys["partner_a"] = "partner-a-secret-0123456789";
+  const auto o = run(
+      {{"method", "POST"}, {"url", url("/echo")}, {"body", "hi"}, {"signing_key", "partner_a"}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+  const auto r = received();
+  const std::string ts = r.headers.find("Sluice-Timestamp")->second;
+  EXPECT_EQ(r.headers.find("Sluice-Signature")->second,
+            sched::http_signature("partner-a-secret-0123456789", ts, "hi"));
+
+  const auto unknown = run({{"url", url("/echo")}, {"signing_key", "partner_b"}});
+  EXPECT_FALSE(unknown.result.ok);
+  EXPECT_EQ(unknown.result.error, "HTTP GET " + url("/echo") +
+                                      ": signing_key 'partner_b' is not a key of "
+                                      "[http_tasks.signing_keys]");
+}

@@ -17,6 +17,8 @@
 #include <array>
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -95,6 +97,9 @@ struct http_policy {
   // When not empty, every request carries Sluice-Timestamp: <unix seconds> and
   // Sluice-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" under this secret>.
   std::string signing_secret;
+  // Secrets a task picks by name with "signing_key": "<name>" in its payload, instead of
+  // signing_secret: one per receiver. A task naming a key that is not here fails its run.
+  std::map<std::string, std::string, std::less<>> signing_keys;
   std::size_t max_body_excerpt = 4096;
 };
 
