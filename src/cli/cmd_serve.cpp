@@ -721,7 +721,7 @@ int serve(const serve_options& opt) {
     // (so its own concurrency limit and counters).
     const std::map<std::string, sched::handler, std::less<>> handlers = {
         {"sql", make_daemon_sql_handler()},
-        {"http", sched::make_http_handler()},
+        {"http", sched::make_http_handler(cfg.http_tasks.policy())},
         {"command", make_daemon_command_handler(commands)},
         {"noop", sched::make_noop_handler()}};
     type_map types;

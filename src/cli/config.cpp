@@ -997,6 +997,95 @@ daemon_config parse_text(std::string_view text, std::string source,
   }
   cmds.finish();
 
+  // [http_tasks]
+  section ht = root.table("http_tasks");
+  if (const toml::node* n = ht.node("allow_networks")) {
+    const auto* list = n->as_array();
+    if (list == nullptr) {
+      ht.fail("allow_networks", "expected an array of networks such as \"10.0.0.0/8\", got " +
+                                    std::string(type_name(*n)));
+    }
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      const toml::node& item = *list->get(i);
+      const std::string key = "http_tasks.allow_networks[" + std::to_string(i) + "]";
+      const auto* net = item.as_string();
+      if (net == nullptr) {
+        ctx.fail(key, "expected a string, got " + std::string(type_name(item)),
+                 where(item.source()));
+      }
+      const std::string& v = net->get();
+      if (!sched::parse_ip_network(v)) {
+        ctx.fail(key,
+                 "'" + v.substr(0, 100) +
+                     "' is not a network: give an address with a prefix length and no host "
+                     "bits set (\"127.0.0.1/32\", \"10.0.0.0/8\", \"fd00::/8\") or a lone address",
+                 where(item.source()));
+      }
+      auto& allow = cfg.http_tasks.allow_networks;
+      if (std::find(allow.begin(), allow.end(), v) == allow.end()) allow.push_back(v);
+    }
+  }
+  {
+    auto secret = ht.string("signing_secret");
+    auto variable = ht.string("signing_secret_env");
+    if (secret && variable) {
+      ht.fail("signing_secret_env",
+              "give signing_secret or signing_secret_env, not both (signing_secret_env keeps "
+              "the secret out of the file)");
+    }
+    const char* key = "signing_secret";
+    if (variable) {
+      key = "signing_secret_env";
+      if (variable->empty()) ht.fail(key, "must name an environment variable");
+      secret = env_value(env, *variable);
+      if (!secret) {
+        ht.fail(key, "the environment variable " + *variable +
+                         " is not set or is empty; set it to the webhook signing secret");
+      }
+      cfg.http_tasks.signing_secret_env = *variable;
+    }
+    if (secret) {
+      if (secret->size() < 16) {
+        ht.fail(key, "the signing secret is " + std::to_string(secret->size()) +
+                         " characters long; use at least 16 (e.g. the output of `openssl rand "
+                         "-hex 32`)");
+      }
+      cfg.http_tasks.signing_secret = *secret;
+    }
+  }
+  {
+    section keys = ht.table("signing_keys");
+    keys.accept_all();
+    for (const auto& [name, node] : keys.entries()) {
+      const auto* variable = node->as_string();
+      if (variable == nullptr) {
+        keys.fail(name,
+                  "expected the name of the environment variable that holds this key's "
+                  "secret, got " +
+                      std::string(type_name(*node)));
+      }
+      if (name.empty() || name.size() > 64 || !std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' ||
+                   c == '.';
+          })) {
+        keys.fail(name, "key names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'");
+      }
+      const auto secret = env_value(env, variable->get());
+      if (!secret) {
+        keys.fail(name, "the environment variable " + variable->get() +
+                            " is not set or is empty; set it to this key's signing secret");
+      }
+      if (secret->size() < 16) {
+        keys.fail(name, "the secret in " + variable->get() + " is " +
+                            std::to_string(secret->size()) + " characters long; use at least 16");
+      }
+      cfg.http_tasks.signing_keys_env[name] = variable->get();
+      cfg.http_tasks.signing_keys[name] = *secret;
+    }
+    keys.finish();
+  }
+  ht.finish();
+
   // [log]
   section lg = root.table("log");
   if (auto v = lg.choice("format", {"text", "json"})) {
@@ -1308,6 +1397,12 @@ std::string daemon_config::to_json_redacted() const {
       {"allowed_env", commands.allowed_env},
       {"path", commands.path},
   };
+  j["http_tasks"] = {
+      {"allow_networks", http_tasks.allow_networks},
+      {"signing_secret_set", !http_tasks.signing_secret.empty()},
+      {"signing_secret_env", http_tasks.signing_secret_env},
+      {"signing_keys", http_tasks.signing_keys_env},  // names and variables, never the secrets
+  };
   json types_json = json::object();
   for (const auto& t : types) {
     json entry = {{"handler", t.handler}};
@@ -1335,6 +1430,16 @@ std::string daemon_config::to_json_redacted() const {
        database.connection_budget ? json(*database.connection_budget) : json(nullptr)},
   };
   return j.dump(2);
+}
+
+sched::http_policy http_tasks_config::policy() const {
+  sched::http_policy p;
+  for (const auto& n : allow_networks) {
+    if (auto net = sched::parse_ip_network(n)) p.allow_networks.push_back(*net);
+  }
+  p.signing_secret = signing_secret;
+  p.signing_keys.insert(signing_keys.begin(), signing_keys.end());
+  return p;
 }
 
 daemon_config load_config(const std::filesystem::path& file, const env_lookup& env) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,7 @@
 
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/settings.hpp"
+#include "sluice/sched/handlers.hpp"
 #include "sluice/sched/scheduler.hpp"
 
 namespace sluice::cli {
@@ -104,6 +106,20 @@ struct commands_config {
   std::string path = "/usr/bin:/bin";  // the PATH commands get; absolute directories
 };
 
+struct http_tasks_config {
+  // Networks HTTP tasks may connect to besides public addresses, as written ("127.0.0.1/32"),
+  // in file order without duplicates; every entry parsed with sched::parse_ip_network.
+  std::vector<std::string> allow_networks;
+  // The secret that signs every request (Sluice-Signature); empty: requests are not signed.
+  std::string signing_secret;
+  std::string signing_secret_env;  // the variable signing_secret came from, if from one
+  // [http_tasks.signing_keys]: name -> the environment variable holding that key's secret.
+  std::map<std::string, std::string> signing_keys_env;
+  std::map<std::string, std::string> signing_keys;  // name -> secret, read from those variables
+
+  [[nodiscard]] sched::http_policy policy() const;
+};
+
 // The handlers `sluice serve` has built in; every task type it runs is one of these or an alias
 // of one ([types.NAME]).
 inline constexpr std::string_view builtin_handlers[] = {"command", "http", "noop", "sql"};
@@ -145,6 +161,7 @@ struct daemon_config {
   sched::scheduler_settings scheduler;  // connection_budget is connections_needed()
   http_config http;
   commands_config commands;
+  http_tasks_config http_tasks;
   std::vector<task_type_alias> types;  // [types.NAME], sorted by name
   log_config log;
   std::vector<std::string> environment_applied;  // names of the variables that changed something

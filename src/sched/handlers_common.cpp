@@ -140,6 +140,12 @@ bool is_token(std::string_view s) {
   });
 }
 
+bool is_signing_key_name(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == '.';
+  });
+}
+
 bool starts_with_icase(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
   for (std::size_t i = 0; i < prefix.size(); ++i) {
@@ -295,9 +301,9 @@ sql_payload parse_sql_payload(std::string_view text) {
 }
 
 http_payload parse_http_payload(std::string_view text) {
-  const payload_reader r(
-      "http", text,
-      {"method", "url", "headers", "body", "expect_status", "timeout_ms", "follow_redirects"});
+  const payload_reader r("http", text,
+                         {"method", "url", "headers", "body", "expect_status", "timeout_ms",
+                          "follow_redirects", "signing_key"});
   http_payload p;
   if (auto method = r.optional_string("method")) {
     std::transform(method->begin(), method->end(), method->begin(), [](char c) {
@@ -326,6 +332,10 @@ http_payload parse_http_payload(std::string_view text) {
     if (!is_token(name)) r.fail("headers." + name, "is not a valid header name");
     if (value.find_first_of("\r\n") != std::string::npos)
       r.fail("headers." + name, "must not contain CR or LF");
+    if ((name.size() == 16 && starts_with_icase(name, "sluice-signature")) ||
+        (name.size() == 16 && starts_with_icase(name, "sluice-timestamp")))
+      r.fail("headers." + name,
+             "is set by sluice when it signs requests ([http_tasks] signing_secret)");
   }
 
   if (const json* body = r.find("body")) {
@@ -348,6 +358,14 @@ http_payload parse_http_payload(std::string_view text) {
   if (const auto ms = r.optional_integer("timeout_ms", 1, max_timeout_ms))
     p.timeout = std::chrono::milliseconds(*ms);
   p.follow_redirects = r.optional_bool("follow_redirects").value_or(false);
+  if (auto key = r.optional_string("signing_key")) {
+    // A name, not a secret: short, and never echoed in a message.
+    if (!is_signing_key_name(*key))
+      r.fail("signing_key",
+             "must be the name of a key of [http_tasks.signing_keys] (1 to 64 of A-Z a-z 0-9 _ "
+             "- .), never the secret itself");
+    p.signing_key = std::move(*key);
+  }
   return p;
 }
 

@@ -33,6 +33,7 @@ struct http_payload {
   std::vector<int> expect_status;  // empty: any 2xx
   std::optional<std::chrono::milliseconds> timeout;
   bool follow_redirects = false;
+  std::optional<std::string> signing_key;  // name of a secret of http_policy::signing_keys
 };
 
 struct command_payload {

@@ -2,9 +2,11 @@
 // aborted when its token is cancelled.
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <chrono>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -13,13 +15,156 @@
 #include <string_view>
 #include <utility>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/socket.h>
 
 #include "sched/handlers_common.hpp"
 #include "sluice/sched/handlers.hpp"
 #include "sluice/version.hpp"
 
 namespace sluice::sched {
+
+bool ip_network::contains(const std::array<unsigned char, 16>& address) const noexcept {
+  const int whole = prefix / 8;
+  for (int i = 0; i < whole; ++i)
+    if (bytes[static_cast<std::size_t>(i)] != address[static_cast<std::size_t>(i)]) return false;
+  if (const int rest = prefix % 8; rest != 0) {
+    const auto mask = static_cast<unsigned char>(0xFFU << (8 - rest));
+    const auto i = static_cast<std::size_t>(whole);
+    if ((bytes[i] & mask) != (address[i] & mask)) return false;
+  }
+  return true;
+}
+
+std::optional<std::array<unsigned char, 16>> parse_ip_address(std::string_view text) {
+  if (text.empty() || text.size() > INET6_ADDRSTRLEN) return std::nullopt;
+  const std::string s(text);
+  std::array<unsigned char, 16> out{};
+  in_addr v4{};
+  if (::inet_pton(AF_INET, s.c_str(), &v4) == 1) {
+    out[10] = 0xFF;
+    out[11] = 0xFF;
+    std::memcpy(out.data() + 12, &v4, 4);
+    return out;
+  }
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, s.c_str(), &v6) == 1) {
+    std::memcpy(out.data(), &v6, 16);
+    return out;
+  }
+  return std::nullopt;
+}
+
+std::optional<ip_network> parse_ip_network(std::string_view text) {
+  const auto slash = text.find('/');
+  const std::string_view addr = text.substr(0, slash);
+  const auto bytes = parse_ip_address(addr);
+  if (!bytes) return std::nullopt;
+  const bool v4 = addr.find(':') == std::string_view::npos;
+  int prefix = v4 ? 32 : 128;
+  if (slash != std::string_view::npos) {
+    const std::string_view digits = text.substr(slash + 1);
+    if (digits.empty() || digits.size() > 3 ||
+        !std::all_of(digits.begin(), digits.end(),
+                     [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; }))
+      return std::nullopt;
+    prefix = std::stoi(std::string(digits));
+    if (prefix > (v4 ? 32 : 128)) return std::nullopt;
+  }
+  ip_network n;
+  n.bytes = *bytes;
+  n.prefix = v4 ? prefix + 96 : prefix;
+  // Host bits must be zero: "10.0.0.1/8" is more likely a typo than a network.
+  ip_network exact = n;
+  exact.prefix = 128;
+  std::array<unsigned char, 16> masked = n.bytes;
+  for (int bit = n.prefix; bit < 128; ++bit)
+    masked[static_cast<std::size_t>(bit / 8)] &= static_cast<unsigned char>(~(0x80U >> (bit % 8)));
+  if (!exact.contains(masked)) return std::nullopt;
+  return n;
+}
+
+namespace {
+
+struct refused_range {
+  ip_network net;
+  const char* what;
+};
+
+const std::vector<refused_range>& refused_ranges() {
+  static const std::vector<refused_range> ranges = [] {
+    const std::pair<const char*, const char*> table[] = {
+        {"0.0.0.0/8", "an unspecified (\"this network\") address"},
+        {"127.0.0.0/8", "a loopback address"},
+        {"10.0.0.0/8", "a private address"},
+        {"172.16.0.0/12", "a private address"},
+        {"192.168.0.0/16", "a private address"},
+        {"100.64.0.0/10", "a shared (carrier-grade NAT) address"},
+        {"169.254.0.0/16", "a link-local address (cloud metadata services live here)"},
+        {"224.0.0.0/4", "a multicast address"},
+        {"240.0.0.0/4", "a reserved or broadcast address"},
+        {"::/128", "the unspecified address"},
+        {"::1/128", "a loopback address"},
+        {"::/96", "an IPv4-compatible address (deprecated, refused)"},
+        {"64:ff9b::/96", "a NAT64 address (it could reach an internal IPv4 address)"},
+        {"fe80::/10", "a link-local address"},
+        {"fc00::/7", "a private (unique local) address"},
+        {"ff00::/8", "a multicast address"},
+    };
+    std::vector<refused_range> out;
+    for (const auto& [cidr, what] : table)
+      out.push_back({*parse_ip_network(cidr), what});
+    return out;
+  }();
+  return ranges;
+}
+
+std::string address_text(const std::array<unsigned char, 16>& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  static constexpr unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+  if (std::memcmp(a.data(), mapped, 12) == 0) {
+    ::inet_ntop(AF_INET, a.data() + 12, buf, sizeof buf);
+  } else {
+    ::inet_ntop(AF_INET6, a.data(), buf, sizeof buf);
+  }
+  return buf;
+}
+
+}  // namespace
+
+std::optional<std::string> http_address_refusal(const std::array<unsigned char, 16>& address,
+                                                const std::vector<ip_network>& allow) {
+  for (const auto& n : allow)
+    if (n.contains(address)) return std::nullopt;
+  for (const auto& r : refused_ranges())
+    if (r.net.contains(address)) return address_text(address) + " is " + r.what;
+  return std::nullopt;
+}
+
+std::string http_signature(std::string_view secret, std::string_view timestamp,
+                           std::string_view body) {
+  std::string message;
+  message.reserve(timestamp.size() + 1 + body.size());
+  message.append(timestamp).append(1, '.').append(body);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+           reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac,
+           &mac_len) == nullptr)
+    throw std::bad_alloc();
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "v1=";
+  for (unsigned int i = 0; i < mac_len; ++i) {
+    out.push_back(hex[mac[i] >> 4U]);
+    out.push_back(hex[mac[i] & 0xFU]);
+  }
+  return out;
+}
+
 namespace {
 
 using std::chrono::milliseconds;
@@ -50,7 +195,34 @@ struct transfer_state {
   std::string excerpt;
   std::size_t body_bytes = 0;
   bool cancelled = false;
+  const std::vector<ip_network>* allow = nullptr;
+  std::string refused;  // why the last connection was refused, if one was
 };
+
+// libcurl opens every socket through this, for the first request and each redirect, with the
+// address it resolved: the check cannot be bypassed by a name that resolves differently later.
+curl_socket_t on_open_socket(void* user, curlsocktype purpose, curl_sockaddr* address) {
+  auto* state = static_cast<transfer_state*>(user);
+  if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+  std::array<unsigned char, 16> a{};
+  if (address->family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(&address->addr);
+    a[10] = 0xFF;
+    a[11] = 0xFF;
+    std::memcpy(a.data() + 12, &sin->sin_addr, 4);
+  } else if (address->family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&address->addr);
+    std::memcpy(a.data(), &sin6->sin6_addr, 16);
+  } else {
+    state->refused = "address family " + std::to_string(address->family) + " is not IP";
+    return CURL_SOCKET_BAD;
+  }
+  if (auto why = http_address_refusal(a, *state->allow)) {
+    state->refused = std::move(*why);
+    return CURL_SOCKET_BAD;
+  }
+  return ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
 
 // Keeps the first max_excerpt bytes and accepts (discards) the rest, so a large response is
 // still read to the end and the status stays meaningful.
@@ -91,7 +263,7 @@ bool expected(const detail::http_payload& p, long status) {
 
 class http_runner {
  public:
-  explicit http_runner(std::size_t max_body_excerpt) : max_body_excerpt_(max_body_excerpt) {}
+  explicit http_runner(http_policy policy) : policy_(std::move(policy)) {}
 
   handler_result operator()(task_context& ctx) const {
     detail::http_payload p;
@@ -123,7 +295,8 @@ class http_runner {
     // Everything the handle points to is declared before it, so it outlives the handle.
     transfer_state state;
     state.token = &token;
-    state.max_excerpt = max_body_excerpt_;
+    state.max_excerpt = policy_.max_body_excerpt;
+    state.allow = &policy_.allow_networks;
     char error_buffer[CURL_ERROR_SIZE] = {};
     slist_ptr headers;
     const auto add_header = [&headers](const std::string& line) {
@@ -138,6 +311,22 @@ class http_runner {
     // bodies, and label every body as a form; send exactly what the payload says instead.
     if (!has_header(p, "Expect")) add_header("Expect:");
     if (p.body && !has_header(p, "Content-Type")) add_header("Content-Type:");
+    const std::string* secret = policy_.signing_secret.empty() ? nullptr : &policy_.signing_secret;
+    if (p.signing_key) {
+      const auto it = policy_.signing_keys.find(*p.signing_key);
+      if (it == policy_.signing_keys.end())
+        return handler_result::failure("HTTP " + where + ": signing_key '" + *p.signing_key +
+                                       "' is not a key of [http_tasks.signing_keys]");
+      secret = &it->second;
+    }
+    if (secret != nullptr) {
+      const std::string ts = std::to_string(std::chrono::duration_cast<std::chrono::seconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+      add_header("Sluice-Timestamp: " + ts);
+      add_header("Sluice-Signature: " +
+                 http_signature(*secret, ts, p.body ? *p.body : std::string()));
+    }
 
     const easy_ptr easy(curl_easy_init());
     if (!easy) return handler_result::failure("libcurl could not create a handle");
@@ -157,6 +346,8 @@ class http_runner {
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, &state);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &state);
     if (limit) {
       // At least 1 ms: 0 would mean "no timeout" to libcurl.
       const long ms = static_cast<long>(std::max<milliseconds::rep>(limit->count(), 1));
@@ -195,6 +386,10 @@ class http_runner {
       std::string why;
       if (rc == CURLE_ABORTED_BY_CALLBACK && state.cancelled) {
         why = "cancelled after " + std::to_string(elapsed_ms) + " ms";
+      } else if (!state.refused.empty()) {
+        why = "refused to connect: " + state.refused +
+              "; HTTP tasks may call such addresses only when [http_tasks] allow_networks "
+              "lists them";
       } else if (rc == CURLE_OPERATION_TIMEDOUT) {
         why = "timed out after " + std::to_string(elapsed_ms) + " ms";
       } else {
@@ -212,13 +407,19 @@ class http_runner {
   }
 
  private:
-  std::size_t max_body_excerpt_;
+  http_policy policy_;
 };
 
 }  // namespace
 
+handler make_http_handler(http_policy policy) {
+  return http_runner(std::move(policy));
+}
+
 handler make_http_handler(std::size_t max_body_excerpt) {
-  return http_runner(max_body_excerpt);
+  http_policy policy;
+  policy.max_body_excerpt = max_body_excerpt;
+  return http_runner(std::move(policy));
 }
 
 }  // namespace sluice::sched

@@ -110,6 +110,8 @@ async function startDaemon() {
     // sampler; headroom keeps /ready from seeing a momentary queue as an exhausted pool.
     '[scheduler.lane]', 'size = 2', 'max_overflow = 4', '',
     '[http]', 'address = "127.0.0.1"', 'port = 0', 'sample_interval = "300ms"', 'history = "10m"', '',
+    // HTTP tasks may call loopback only when allowed; the test's webhooks point at 127.0.0.1.
+    '[http_tasks]', 'allow_networks = ["127.0.0.1/32"]', '',
   ].join('\n'));
   const log = fs.openSync(artifact('sluice-serve.log'), 'w');
   daemon = spawn(args.sluice, ['serve', '--config', config, '--migrate', '--port-file', portFile], {

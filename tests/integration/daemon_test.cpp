@@ -26,11 +26,13 @@
 #include <sys/wait.h>
 
 #include "sluice/sched/cron.hpp"
+#include "sluice/sched/handlers.hpp"
 #include "support/daemon_process.hpp"
 #include "support/sched_test_env.hpp"
 #include "unit/http_exposition_check.hpp"
 
 namespace test = sluice::test;
+namespace sched = sluice::sched;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 using test::daemon_process;
@@ -51,6 +53,8 @@ struct knobs {
   int workers = 4;
   std::string extra;           // appended as is (whole tables only)
   std::string commands_extra;  // more lines of [commands]
+  // The test receivers listen on loopback, which HTTP tasks may call only when allowed.
+  std::string http_tasks = "allow_networks = [\"127.0.0.1/32\"]\n";  // lines of [http_tasks]
 };
 
 std::string config_toml(const knobs& k) {
@@ -94,6 +98,9 @@ std::string config_toml(const knobs& k) {
        "allow = "
     << k.allow << "\n"
     << k.commands_extra
+    << "\n"
+       "[http_tasks]\n"
+    << k.http_tasks
     << "\n"
        "[log]\n"
        "level = \""
@@ -541,9 +548,15 @@ class hook_server {
       {
         const std::scoped_lock lock(mutex_);
         bodies_.push_back(req.body);
+        timestamps_.push_back(req.get_header_value("Sluice-Timestamp"));
+        signatures_.push_back(req.get_header_value("Sluice-Signature"));
       }
       res.status = 202;
       res.set_content("accepted", "text/plain");
+    });
+    // Sends the client to another loopback address, where the same port may not be allowed.
+    server_.Post("/elsewhere", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("http://127.0.0.2:" + std::to_string(port_) + "/hook");
     });
     server_.Get("/slow", [this](const httplib::Request&, httplib::Response& res) {
       std::unique_lock lock(mutex_);
@@ -574,6 +587,14 @@ class hook_server {
     const std::scoped_lock lock(mutex_);
     return bodies_;
   }
+  [[nodiscard]] std::vector<std::string> timestamps() const {
+    const std::scoped_lock lock(mutex_);
+    return timestamps_;
+  }
+  [[nodiscard]] std::vector<std::string> signatures() const {
+    const std::scoped_lock lock(mutex_);
+    return signatures_;
+  }
   [[nodiscard]] int slow_started() const {
     const std::scoped_lock lock(mutex_);
     return slow_started_;
@@ -585,9 +606,11 @@ class hook_server {
   std::thread thread_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::vector<std::string> bodies_;  // guarded by mutex_
-  int slow_started_ = 0;             // guarded by mutex_
-  bool released_ = false;            // guarded by mutex_
+  std::vector<std::string> bodies_;      // guarded by mutex_
+  std::vector<std::string> timestamps_;  // guarded by mutex_
+  std::vector<std::string> signatures_;  // guarded by mutex_
+  int slow_started_ = 0;                 // guarded by mutex_
+  bool released_ = false;                // guarded by mutex_
 };
 
 TEST_F(Daemon, HttpTasksReachALocalServerAndTimeOut) {
@@ -626,6 +649,84 @@ TEST_F(Daemon, HttpTasksReachALocalServerAndTimeOut) {
   const json quick_run = runs(quick)[0];
   EXPECT_NE(quick_run["error"].get<std::string>().find("timed out after"), std::string::npos)
       << quick_run.dump();
+}
+
+TEST_F(Daemon, HttpTasksAreSignedWithTheSecretFromTheEnvironment) {
+  hook_server hooks;
+  knobs k;
+  k.http_tasks +=
+      "signing_secret_env = \"SLUICE_E2E_WEBHOOK_SECRET\"\n"
+      "[http_tasks.signing_keys]\npartner = \"SLUICE_E2E_PARTNER_SECRET\"\n";
+  const std::string secret = "e2e-webhook-secret-0123456789";
+  const std::string partner_secret = "e2e-partner-secret-0123456789";
+  auto o = options(k);
+  o.env["SLUICE_E2E_WEBHOOK_SECRET"] = secret;
+  o.env["SLUICE_E2E_PARTNER_SECRET"] = partner_secret;
+  daemon_ = std::make_unique<daemon_process>(std::move(o));
+  const std::string body = R"({"event":"signed"})";
+  const auto before = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::int64_t id =
+      create({{"type", "http"},
+              {"payload", {{"method", "POST"}, {"url", hooks.url("/hook")}, {"body", body}}}});
+  ASSERT_TRUE(wait_for_state(id, "succeeded")) << task(id).dump();
+  ASSERT_EQ(hooks.bodies(), std::vector<std::string>{body});
+  const std::string ts = hooks.timestamps().at(0);
+  ASSERT_FALSE(ts.empty());
+  EXPECT_NEAR(std::stoll(ts), before, 30);
+  // The receiver's check: HMAC-SHA256 of "<timestamp>.<body>" under the shared secret.
+  EXPECT_EQ(hooks.signatures().at(0), sched::http_signature(secret, ts, body));
+  EXPECT_EQ(hooks.signatures().at(0).rfind("v1=", 0), 0U);
+  // The secret is in no answer of the API.
+  EXPECT_EQ(get("/api/v1/tasks/" + std::to_string(id)).body.find(secret), std::string::npos);
+
+  // A task that names a key is signed with that key's secret.
+  const std::int64_t named = create({{"type", "http"},
+                                     {"payload",
+                                      {{"method", "POST"},
+                                       {"url", hooks.url("/hook")},
+                                       {"body", "p"},
+                                       {"signing_key", "partner"}}}});
+  ASSERT_TRUE(wait_for_state(named, "succeeded")) << task(named).dump();
+  ASSERT_EQ(hooks.signatures().size(), 2U);
+  EXPECT_EQ(hooks.signatures()[1],
+            sched::http_signature(partner_secret, hooks.timestamps()[1], "p"));
+}
+
+TEST_F(Daemon, HttpTasksToLoopbackAndMetadataAreRefusedByDefault) {
+  hook_server hooks;
+  knobs k;
+  k.http_tasks = "";
+  start(k);
+  const auto refused = [&](const std::string& url, const std::string& address) {
+    const std::int64_t id =
+        create({{"type", "http"},
+                {"max_attempts", 1},
+                {"payload", {{"method", "POST"}, {"url", url}, {"follow_redirects", true}}}});
+    ASSERT_TRUE(wait_for_state(id, "failed", 30s)) << task(id).dump();
+    const std::string error = task(id)["last_error"].get<std::string>();
+    EXPECT_NE(error.find("refused to connect: " + address + " is a"), std::string::npos) << error;
+    EXPECT_NE(error.find("[http_tasks] allow_networks"), std::string::npos) << error;
+  };
+  refused(hooks.url("/hook"), "127.0.0.1");
+  refused("http://169.254.169.254/latest/meta-data/", "169.254.169.254");
+  EXPECT_TRUE(hooks.bodies().empty());
+}
+
+TEST_F(Daemon, HttpTasksAreRefusedBehindARedirect) {
+  hook_server hooks;
+  start();  // 127.0.0.1/32 allowed, 127.0.0.2 not
+  const std::int64_t id = create(
+      {{"type", "http"},
+       {"max_attempts", 1},
+       {"payload",
+        {{"method", "POST"}, {"url", hooks.url("/elsewhere")}, {"follow_redirects", true}}}});
+  ASSERT_TRUE(wait_for_state(id, "failed", 30s)) << task(id).dump();
+  const std::string error = task(id)["last_error"].get<std::string>();
+  EXPECT_NE(error.find("refused to connect: 127.0.0.2 is a loopback address"), std::string::npos)
+      << error;
+  EXPECT_TRUE(hooks.bodies().empty());
 }
 
 // ---- /metrics ---------------------------------------------------------------------------------

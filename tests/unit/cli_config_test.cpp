@@ -851,3 +851,61 @@ TEST(Config, PrefetchAndItsCeiling) {
                                      "max_prefetch (10) must be at least prefetch (50)");
   EXPECT_NE(std::string(e.what()).find("test.toml:3"), std::string::npos) << e.what();
 }
+
+TEST(Config, HttpTasksAllowNetworksAndSigningSecret) {
+  auto c = parse("");
+  EXPECT_TRUE(c.http_tasks.allow_networks.empty());
+  EXPECT_TRUE(c.http_tasks.signing_secret.empty());
+  EXPECT_TRUE(c.http_tasks.policy().allow_networks.empty());
+
+  c = parse(
+      "[http_tasks]\nallow_networks = [\"127.0.0.1/32\", \"10.0.0.0/8\", \"fd00::/8\", "
+      "\"127.0.0.1/32\"]\nsigning_secret = \"0123456789abcdef0123\"\n");
+  EXPECT_EQ(c.http_tasks.allow_networks,
+            (std::vector<std::string>{"127.0.0.1/32", "10.0.0.0/8", "fd00::/8"}));
+  EXPECT_EQ(c.http_tasks.policy().allow_networks.size(), 3U);
+  EXPECT_EQ(c.http_tasks.policy().signing_secret, "0123456789abcdef0123");
+  auto j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["http_tasks"]["allow_networks"],
+            (nlohmann::json{"127.0.0.1/32", "10.0.0.0/8", "fd00::/8"}));
+  EXPECT_EQ(j["http_tasks"]["signing_secret_set"], true);
+  EXPECT_FALSE(contains(c.to_json_redacted(), "0123456789abcdef0123"));
+
+  c = parse("[http_tasks]\nsigning_secret_env = \"HOOK_SECRET\"\n",
+            {{"HOOK_SECRET", "from-the-environment-secret"}});
+  EXPECT_EQ(c.http_tasks.signing_secret, "from-the-environment-secret");
+  j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["http_tasks"]["signing_secret_env"], "HOOK_SECRET");
+  EXPECT_FALSE(contains(c.to_json_redacted(), "from-the-environment-secret"));
+
+  auto e = parse_error("[http_tasks]\nallow_networks = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n",
+                       "http_tasks.allow_networks[1]: '10.0.0.1/8' is not a network");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[http_tasks]\nallow_networks = [\"localhost\"]\n", "is not a network");
+  parse_error("[http_tasks]\nallow_networks = \"10.0.0.0/8\"\n", "expected an array of networks");
+  parse_error("[http_tasks]\nallow_networks = [8]\n", "expected a string");
+  parse_error("[http_tasks]\nsigning_secret = \"short\"\n", "use at least 16");
+  parse_error("[http_tasks]\nsigning_secret_env = \"HOOK_SECRET\"\n",
+              "http_tasks.signing_secret_env: the environment variable HOOK_SECRET is not set");
+  parse_error(
+      "[http_tasks]\nsigning_secret = \"0123456789abcdef0123\"\nsigning_secret_env = \"X\"\n",
+      "not both");
+  parse_error("[http_tasks]\nallow_hosts = []\n", "allow_hosts");
+
+  // Named keys: each names the variable holding its secret.
+  c = parse("[http_tasks.signing_keys]\npartner_a = \"PARTNER_A_SECRET\"\n",
+            {{"PARTNER_A_SECRET", "partner-a-secret-0123456789"}});
+  EXPECT_EQ(c.http_tasks.policy().signing_keys.at("partner_a"), "partner-a-secret-0123456789");
+  EXPECT_TRUE(c.http_tasks.policy().signing_secret.empty());
+  j = nlohmann::json::parse(c.to_json_redacted());
+  EXPECT_EQ(j["http_tasks"]["signing_keys"]["partner_a"], "PARTNER_A_SECRET");
+  EXPECT_FALSE(contains(c.to_json_redacted(), "partner-a-secret-0123456789"));
+  e = parse_error("[http_tasks.signing_keys]\npartner_a = \"PARTNER_A_SECRET\"\n",
+                  "http_tasks.signing_keys.partner_a: the environment variable PARTNER_A_SECRET "
+                  "is not set");
+  EXPECT_EQ(e.line(), 2);
+  parse_error("[http_tasks.signing_keys]\npartner_a = 3\n", "expected the name of the environment");
+  parse_error("[http_tasks.signing_keys]\npartner_a = \"S\"\n", "use at least 16",
+              {{"S", "short"}});
+  parse_error("[http_tasks.signing_keys]\n\"a b\" = \"S\"\n", "key names are 1 to 64");
+}

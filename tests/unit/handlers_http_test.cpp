@@ -52,6 +52,10 @@ class HandlersHttp : public testing::Test {
     });
     server_.Get("/redirect",
                 [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/ok"); });
+    // A redirect to another loopback address than the one allowed.
+    server_.Get("/elsewhere", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("http://127.0.0.2:" + std::to_string(port_) + "/ok");
+    });
     // Answers only when the test ends (or after 20 s): a server that hangs.
     server_.Get("/slow", [this](const httplib::Request&, httplib::Response& res) {
       std::unique_lock lock(mutex_);
@@ -74,7 +78,8 @@ class HandlersHttp : public testing::Test {
     server_.Delete("/echo", echo);
     server_.Get("/echo", echo);
 
-    port_ = server_.bind_to_any_port("127.0.0.1");
+    // 0.0.0.0 so that 127.0.0.2 reaches it too (the redirect tests).
+    port_ = server_.bind_to_any_port("0.0.0.0");
     ASSERT_GT(port_, 0);
     // bind_to_any_port already listens: requests queue in the kernel until the loop accepts.
     thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -121,7 +126,9 @@ class HandlersHttp : public testing::Test {
     sched::task_context ctx(t, std::chrono::system_clock::now(), token, nullptr,
                             [](sluice::pg::connection&) { return false; });
     outcome o;
-    o.result = sched::make_http_handler(max_excerpt)(ctx);
+    sched::http_policy policy = policy_;
+    policy.max_body_excerpt = max_excerpt;
+    o.result = sched::make_http_handler(std::move(policy))(ctx);
     o.elapsed = std::chrono::duration_cast<milliseconds>(steady_clock::now() - started);
     if (helper.joinable()) helper.join();
     o.detail = ctx.detail().empty() ? nlohmann::json() : nlohmann::json::parse(ctx.detail());
@@ -139,6 +146,12 @@ class HandlersHttp : public testing::Test {
     return received_;
   }
 
+  // The tests call a receiver on loopback, which HTTP tasks may call only when allowed.
+  sched::http_policy policy_ = [] {
+    sched::http_policy p;
+    p.allow_networks.push_back(*sched::parse_ip_network("127.0.0.1/32"));
+    return p;
+  }();
   httplib::Server server_;
   int port_ = 0;
   std::thread thread_;
@@ -300,4 +313,95 @@ TEST_F(HandlersHttp, AnEmptyHeaderValueIsSentAsAnEmptyHeader) {
   ASSERT_TRUE(o.result.ok) << o.result.error;
   EXPECT_THAT(request, HasSubstr("\r\nX-Empty:\r\n"));
   EXPECT_THAT(request, HasSubstr("\r\nX-A: b\r\n"));
+}
+
+TEST_F(HandlersHttp, LoopbackIsRefusedByDefault) {
+  policy_ = {};
+  const auto o = run({{"url", url("/ok")}});
+  EXPECT_FALSE(o.result.ok);
+  EXPECT_EQ(o.result.error, "HTTP GET " + url("/ok") +
+                                ": refused to connect: 127.0.0.1 is a loopback address; HTTP "
+                                "tasks may call such addresses only when [http_tasks] "
+                                "allow_networks lists them");
+  EXPECT_TRUE(o.detail["status"].is_null());
+  EXPECT_THAT(o.detail["error"].get<std::string>(), HasSubstr("127.0.0.1 is a loopback address"));
+}
+
+TEST_F(HandlersHttp, AHostNameIsCheckedOnTheAddressItResolvesTo) {
+  policy_ = {};
+  const std::string target = "http://localhost:" + std::to_string(port_) + "/ok";
+  const auto o = run({{"url", target}});
+  EXPECT_FALSE(o.result.ok);
+  EXPECT_THAT(o.result.error, HasSubstr("is a loopback address"));
+}
+
+TEST_F(HandlersHttp, CloudMetadataIsRefusedByDefault) {
+  policy_ = {};
+  const auto o = run({{"url", "http://169.254.169.254/latest/meta-data/"}}, 5s);
+  EXPECT_FALSE(o.result.ok);
+  EXPECT_THAT(o.result.error,
+              HasSubstr("refused to connect: 169.254.169.254 is a link-local address"));
+  EXPECT_LT(o.elapsed, 2s);  // refused before any packet is sent
+}
+
+TEST_F(HandlersHttp, ARedirectToARefusedAddressIsRefused) {
+  // 127.0.0.1 allowed, 127.0.0.2 not: the first request succeeds, the redirected one is refused.
+  const auto o = run({{"url", url("/elsewhere")}, {"follow_redirects", true}});
+  EXPECT_FALSE(o.result.ok);
+  EXPECT_THAT(o.result.error, HasSubstr("refused to connect: 127.0.0.2 is a loopback address"));
+  policy_.allow_networks.push_back(*sched::parse_ip_network("127.0.0.2"));
+  const auto allowed = run({{"url", url("/elsewhere")}, {"follow_redirects", true}});
+  ASSERT_TRUE(allowed.result.ok) << allowed.result.error;
+  EXPECT_EQ(allowed.detail["body_excerpt"], "hello");
+}
+
+TEST_F(HandlersHttp, AllowedWhenTheWholeRangeIsListed) {
+  policy_ = {};
+  policy_.allow_networks.push_back(*sched::parse_ip_network("127.0.0.0/8"));
+  const auto o = run({{"url", url("/ok")}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+}
+
+TEST_F(HandlersHttp, RequestsAreSignedWhenASecretIsSet) {
+  policy_.signing_secret = "0123456789abcdef-test-secret";
+  const std::string body = R"({"order":42})";
+  const auto before = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const auto o = run({{"method", "POST"}, {"url", url("/echo")}, {"body", body}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+  const auto r = received();
+  ASSERT_EQ(r.headers.count("Sluice-Timestamp"), 1U);
+  ASSERT_EQ(r.headers.count("Sluice-Signature"), 1U);
+  const std::string ts = r.headers.find("Sluice-Timestamp")->second;
+  EXPECT_NEAR(std::stoll(ts), before, 5);
+  // What a receiver computes from what it received.
+  EXPECT_EQ(r.headers.find("Sluice-Signature")->second,
+            sched::http_signature(policy_.signing_secret, ts, r.body));
+  EXPECT_EQ(r.body, body);
+}
+
+TEST_F(HandlersHttp, RequestsAreNotSignedWithoutASecret) {
+  const auto o = run({{"method", "POST"}, {"url", url("/echo")}, {"body", "x"}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+  EXPECT_EQ(received().headers.count("Sluice-Signature"), 0U);
+  EXPECT_EQ(received().headers.count("Sluice-Timestamp"), 0U);
+}
+
+TEST_F(HandlersHttp, ATaskPicksANamedSigningKey) {
+  policy_.signing_secret = "the-default-secret-0123456789";
+  policy_.signing_keys["partner_a"] = "partner-a-secret-0123456789";
+  const auto o = run(
+      {{"method", "POST"}, {"url", url("/echo")}, {"body", "hi"}, {"signing_key", "partner_a"}});
+  ASSERT_TRUE(o.result.ok) << o.result.error;
+  const auto r = received();
+  const std::string ts = r.headers.find("Sluice-Timestamp")->second;
+  EXPECT_EQ(r.headers.find("Sluice-Signature")->second,
+            sched::http_signature("partner-a-secret-0123456789", ts, "hi"));
+
+  const auto unknown = run({{"url", url("/echo")}, {"signing_key", "partner_b"}});
+  EXPECT_FALSE(unknown.result.ok);
+  EXPECT_EQ(unknown.result.error, "HTTP GET " + url("/echo") +
+                                      ": signing_key 'partner_b' is not a key of "
+                                      "[http_tasks.signing_keys]");
 }

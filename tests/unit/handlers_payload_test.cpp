@@ -93,9 +93,20 @@ const std::vector<bad_payload> bad_payloads = {
      "http payload: 'timeout_ms' must be an integer in 1..86400000"},
     {"http", "{\"url\": \"http://h/\", \"follow_redirects\": \"yes\"}",
      "http payload: 'follow_redirects' must be true or false"},
+    {"http", "{\"url\": \"http://h/\", \"headers\": {\"sluice-signature\": \"v1=00\"}}",
+     "http payload: 'headers.sluice-signature' is set by sluice when it signs requests "
+     "([http_tasks] signing_secret)"},
+    {"http", "{\"url\": \"http://h/\", \"headers\": {\"Sluice-Timestamp\": \"1\"}}",
+     "http payload: 'headers.Sluice-Timestamp' is set by sluice when it signs requests "
+     "([http_tasks] signing_secret)"},
+    {"http", "{\"url\": \"http://h/\", \"signing_key\": \"has space\"}",
+     "http payload: 'signing_key' must be the name of a key of [http_tasks.signing_keys] (1 to "
+     "64 of A-Z a-z 0-9 _ - .), never the secret itself"},
+    {"http", "{\"url\": \"http://h/\", \"signing_key\": 3}",
+     "http payload: 'signing_key' must be a string"},
     {"http", "{\"url\": \"http://h/\", \"header\": {}}",
      "http payload: unknown field 'header' (known: method, url, headers, body, expect_status, "
-     "timeout_ms, follow_redirects)"},
+     "timeout_ms, follow_redirects, signing_key)"},
     // command
     {"command", "{}", "command payload: 'argv' is required"},
     {"command", "{\"argv\": []}", "command payload: 'argv' must be a non-empty array of strings"},

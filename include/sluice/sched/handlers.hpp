@@ -14,8 +14,11 @@
 // Throws: the handlers report problems as handler_result::failure and do not throw (except
 // std::bad_alloc); validate_payload() throws schedule_error.
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -69,9 +72,53 @@ struct command_policy {
 // as current_setting('sluice.task_id'). A stale claim rolls everything back and fails the run.
 [[nodiscard]] handler make_sql_handler();
 
-// `http`: sends one request through libcurl (http and https only, no redirects unless asked).
+// An IP network in CIDR form. IPv4 networks are held as IPv4-mapped IPv6 (::ffff:a.b.c.d/96+n),
+// so that one comparison covers both families and ::ffff:127.0.0.1 is loopback like 127.0.0.1.
+struct ip_network {
+  std::array<unsigned char, 16> bytes{};
+  int prefix = 0;  // 0 to 128, over the IPv6 form
+  [[nodiscard]] bool contains(const std::array<unsigned char, 16>& address) const noexcept;
+};
+
+// Parses "10.0.0.0/8", "fd00::/8", or a lone address (a /32 or /128). Host bits past the prefix
+// must be zero ("10.0.0.1/8" is refused). nullopt when the text is not a network.
+[[nodiscard]] std::optional<ip_network> parse_ip_network(std::string_view text);
+// Parses an IPv4 or IPv6 address into its IPv6 (IPv4-mapped) form.
+[[nodiscard]] std::optional<std::array<unsigned char, 16>> parse_ip_address(std::string_view text);
+
+// What HTTP tasks may connect to, and how their requests are signed.
+struct http_policy {
+  // Networks HTTP tasks may connect to although they are refused by default: loopback
+  // (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10), private (10.0.0.0/8,
+  // 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7), unspecified (0.0.0.0/8, ::),
+  // IPv4-compatible (::/96) and NAT64 (64:ff9b::/96) IPv6, multicast and broadcast. Checked against
+  // the address of every connection libcurl opens, redirects included, after name resolution.
+  std::vector<ip_network> allow_networks;
+  // When not empty, every request carries Sluice-Timestamp: <unix seconds> and
+  // Sluice-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" under this secret>.
+  std::string signing_secret;
+  // Secrets a task picks by name with "signing_key": "<name>" in its payload, instead of
+  // signing_secret: one per receiver. A task naming a key that is not here fails its run.
+  std::map<std::string, std::string, std::less<>> signing_keys;
+  std::size_t max_body_excerpt = 4096;
+};
+
+// Why an HTTP task may not connect to `address` (IPv6 form) under `allow`, as words such as
+// "127.0.0.1 is a loopback address", or nullopt when it may.
+[[nodiscard]] std::optional<std::string> http_address_refusal(
+    const std::array<unsigned char, 16>& address, const std::vector<ip_network>& allow);
+
+// "v1=" followed by the lower-case hex HMAC-SHA256 of "<timestamp>.<body>" keyed by `secret`.
+[[nodiscard]] std::string http_signature(std::string_view secret, std::string_view timestamp,
+                                         std::string_view body);
+
+// `http`: sends one request through libcurl (http and https only, no redirects unless asked),
+// refusing addresses `policy` does not allow and signing it when policy has a secret.
 // Detail: {"status": n, "body_excerpt": "...", "elapsed_ms": n}; the excerpt holds at most
-// `max_body_excerpt` bytes of the response body.
+// `max_body_excerpt` bytes of the response body. A refused address fails the run with a message
+// naming the address and the [http_tasks] allow_networks setting.
+[[nodiscard]] handler make_http_handler(http_policy policy);
+// The default policy (no private or loopback addresses, no signature) with this excerpt size.
 [[nodiscard]] handler make_http_handler(std::size_t max_body_excerpt = 4096);
 
 // `command`: runs argv[0] (which must be in policy.allow) with argv, in its own process group,
