@@ -1,0 +1,81 @@
+-- Heartbeat, leader lease and (for the leader) rescue of dead nodes' tasks, in one statement.
+-- $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard,
+-- $9 incarnation, $10 process key. The node row is renewed only while it names this incarnation:
+-- when another process has taken the id over, `registered` is 0 and nothing else happens.
+WITH me AS (
+  INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget,
+                         state, incarnation, process_key)
+  VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond', $6, $7, $9, $10)
+  ON CONFLICT (id) DO UPDATE
+  SET heartbeat_at = now(),
+      expires_at = EXCLUDED.expires_at,
+      connection_budget = EXCLUDED.connection_budget,
+      state = EXCLUDED.state
+  WHERE nodes.incarnation = EXCLUDED.incarnation
+  RETURNING id
+), lead AS (
+  INSERT INTO {s}.leader (singleton, node, expires_at)
+  VALUES (true, $1, now() + $5 * interval '1 millisecond')
+  ON CONFLICT (singleton) DO UPDATE
+  SET node = EXCLUDED.node,
+      expires_at = EXCLUDED.expires_at,
+      acquired_at = CASE WHEN leader.node = EXCLUDED.node THEN leader.acquired_at ELSE now() END
+  WHERE (leader.node = EXCLUDED.node OR leader.expires_at < now())
+    AND EXISTS (SELECT 1 FROM me)
+  RETURNING node
+), dead AS (
+  UPDATE {s}.nodes
+  SET state = 'dead'
+  WHERE EXISTS (SELECT 1 FROM lead)
+    AND id <> $1
+    AND expires_at < now()
+    AND state IN ('running', 'draining')
+  RETURNING id
+), rescued AS (
+  UPDATE {s}.tasks t
+  SET
+    -- @include rescue_set
+    last_error = 'node ' || o.old_node || CASE WHEN o.restarted
+      THEN ' was restarted while running this task' ELSE ' stopped responding while running this task' END,
+    updated_at = now()
+  -- A claim is live while its node is alive in the incarnation that claimed it (claims from
+  -- before schema version 3 have none and follow the node id alone). This node's own claims
+  -- are never its to rescue, even if its own row looks expired to this statement's snapshot.
+  FROM (SELECT x.id, x.claimed_by AS old_node,
+               EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = x.claimed_by
+                       AND n.incarnation <> x.claimed_incarnation) AS restarted
+        FROM {s}.tasks x
+        WHERE EXISTS (SELECT 1 FROM lead) AND x.state = 'running'
+          AND NOT (x.claimed_by = $1 AND x.claimed_incarnation = $9)
+          AND NOT EXISTS (SELECT 1 FROM {s}.nodes n WHERE n.id = x.claimed_by
+                          AND n.expires_at >= now() AND n.state IN ('running', 'draining')
+                          AND (x.claimed_incarnation IS NULL
+                               OR n.incarnation = x.claimed_incarnation))
+        FOR UPDATE OF x SKIP LOCKED) o
+  WHERE t.id = o.id
+  RETURNING t.id, t.type, t.attempt, t.claim_token - 1 AS token, t.fire_time, t.last_run_at,
+            t.last_error, o.old_node AS node
+), recorded AS (
+  INSERT INTO {s}.task_runs (task_id, type, attempt, claim_token, node, fire_time, started_at,
+                             finished_at, outcome, error, recorded_by)
+  SELECT id, type, attempt, token, node, fire_time, coalesce(last_run_at, now()), now(), 'rescued',
+         last_error, 'cycle'
+  FROM rescued
+  RETURNING type
+), counted AS (
+  INSERT INTO {s}.stats (metric, type, shard, value)
+  SELECT 'runs_rescued', type, $8, count(*)
+  FROM recorded
+  GROUP BY type
+  ORDER BY type
+  ON CONFLICT (metric, type, shard) DO UPDATE SET value = stats.value + EXCLUDED.value
+), logged AS (
+  INSERT INTO {s}.cycles (node, started_at, duration_ms, rescued, by_type, kind)
+  SELECT $1, now(), 0, count(*), jsonb_build_object('rescue', true), 'rescue'
+  FROM rescued
+  HAVING count(*) > 0
+)
+SELECT (SELECT count(*) FROM lead)::int AS leader,
+       (SELECT count(*) FROM rescued)::int AS rescued,
+       (SELECT count(*) FROM dead)::int AS dead,
+       (SELECT count(*) FROM me)::int AS registered;

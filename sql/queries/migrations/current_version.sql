@@ -1,0 +1,2 @@
+SELECT coalesce(max(version), 0)
+FROM {s}.schema_migrations;

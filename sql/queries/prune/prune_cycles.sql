@@ -1,0 +1,8 @@
+-- Pruning, in batches ($2 rows at most) so that each statement is a short transaction.
+DELETE FROM {s}.cycles
+WHERE id IN (
+  SELECT id
+  FROM {s}.cycles
+  WHERE started_at < now() - $1 * interval '1 hour'
+  LIMIT $2
+);

@@ -1,0 +1,3 @@
+SELECT node
+FROM {s}.leader
+WHERE expires_at >= now();

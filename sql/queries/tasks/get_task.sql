@@ -1,0 +1,4 @@
+SELECT
+  -- @include task_columns
+FROM {s}.tasks
+WHERE id = $1;

@@ -1,0 +1,3 @@
+SELECT metric, type, sum(value)::bigint
+FROM {s}.stats
+GROUP BY metric, type;
