@@ -1026,6 +1026,9 @@
       if (b && !b.disabled) runAction(b.dataset.action);
     });
     dialog.addEventListener('close', () => {
+      // The close event arrives a task after the dialog closed: if another task was opened in
+      // between (a quick Escape then click), the dialog is open again and this is not its close.
+      if (dialog.open) return;
       const id = view.detail.id;
       view.detail.id = null;
       view.detail.task = null;
