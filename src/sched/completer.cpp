@@ -59,6 +59,11 @@ void completer::held_ids(std::set<std::int64_t>& out) const {
   out.insert(inflight_.begin(), inflight_.end());
 }
 
+std::size_t completer::backlog() const {
+  const std::scoped_lock lock(mutex_);
+  return outcomes_.size() + inflight_.size();
+}
+
 void completer::stop() {
   {
     const std::scoped_lock lock(mutex_);

@@ -55,6 +55,9 @@ class completer {
   void note_skipped(const std::string& type, std::uint64_t n);
   // Adds the tasks whose outcome or release is queued or in flight (not yet known committed).
   void held_ids(std::set<std::int64_t>& out) const;
+  // How many outcomes wait or are being written: the claimer counts them as still held, so a
+  // completer that falls behind slows the claims instead of letting claimed work pile up.
+  [[nodiscard]] std::size_t backlog() const;
   // Writes what is queued, then ends the thread. A batch that fails now is left behind: its
   // claims stay 'running' until the leader rescues them (the node is marked stopped next).
   void stop();

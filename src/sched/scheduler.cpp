@@ -389,6 +389,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       return;
     }
     completion_error_.clear();
+    // The written outcomes no longer hold room (see claim_limits_locked).
+    if (more_due_) wake_locked();
     for (const auto& [type, tc] : r.by_type) {
       counters_.succeeded += static_cast<std::uint64_t>(tc.succeeded);
       counters_.failed += static_cast<std::uint64_t>(tc.failed - tc.timed_out);
@@ -589,6 +591,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       outstanding_total += static_cast<int>(q.size());
       queued_total += static_cast<int>(q.size());
     }
+    // Outcomes not yet written still hold their claims: a completer that falls behind (a slow
+    // or unreachable database) holds back the claims, so memory and the tasks 'running' under
+    // this node stay bounded by workers + prefetch.
+    outstanding_total += static_cast<int>(completer_->backlog());
     int room = settings_.workers - stuck + prefetch_now_ - outstanding_total;
     // While every worker still has a queued task to go to, wait until a fair part of the local
     // queue is free rather than claim a task or two per cycle (the local queue refills in

@@ -3,6 +3,7 @@
 // policy says; recurring tasks keep their schedule and pause after repeated failures; timeouts
 // cancel the handler and are retried.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -14,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sluice/pg/connection.hpp"
 #include "sluice/sched/schedule.hpp"
 #include "sluice/sched/scheduler.hpp"
 #include "sluice/sched/store.hpp"
@@ -21,6 +23,7 @@
 
 namespace sched = sluice::sched;
 namespace test = sluice::test;
+namespace pg = sluice::pg;
 using namespace std::chrono_literals;
 using sched::task_state;
 using std::chrono::milliseconds;
@@ -548,6 +551,55 @@ TEST_F(SchedEngine, TasksBeforeTheClaimWatermarkRunDuringABacklog) {
   const std::int64_t finished = env.scalar(done);
   EXPECT_LT(finished, backlog / 2) << "the tasks before the watermark waited for the backlog";
   node.stop();
+}
+
+}  // namespace
+
+namespace {
+
+// Outcomes not yet written hold their claims: while the completer cannot write (here its counter
+// rows are locked by another transaction, as a slow or stuck database would hold it), the node
+// stops claiming at workers + prefetch instead of claiming on as workers free up, and everything
+// completes once the completer can write again.
+TEST_F(SchedEngine, AStalledCompleterHoldsBackTheClaims) {
+  test::sched_env env;
+  sched::scheduler_settings s = env.settings(4);
+  s.prefetch = 4;
+  s.max_prefetch = 4;
+  sched::scheduler node(s, env.lane());
+  node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
+  node.start();
+  // A first batch creates the completer's counter rows (its own stats shard, 16 and up).
+  const std::int64_t first = env.store().create(test::due_now("job"));
+  ASSERT_TRUE(test::wait_for_state(env.store(), first, task_state::succeeded, 10s));
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        return env.scalar("SELECT count(*) FROM " + env.q("stats") + " WHERE shard >= 16") > 0;
+      },
+      10s));
+
+  pg::connection blocker = test::test_connect("sluice-test-stall-completer");
+  blocker.exec("BEGIN");
+  blocker.exec("SELECT * FROM " + env.q("stats") + " WHERE shard >= 16 FOR UPDATE");
+  constexpr int total = 500;
+  for (int i = 0; i < total; ++i)
+    env.store().create(test::due_now("job"));
+  const std::string running = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running'";
+  std::int64_t most = 0;
+  const auto until = steady_clock::now() + 2s;
+  while (steady_clock::now() < until) {
+    most = std::max(most, env.scalar(running));
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GT(most, 0) << "the node claimed nothing";
+  EXPECT_LE(most, s.workers + s.max_prefetch)
+      << "claims ran ahead of outcomes that could not be written";
+  blocker.exec("COMMIT");
+  const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+  EXPECT_TRUE(test::wait_until([&] { return env.scalar(done) == total + 1; }, 30s))
+      << env.scalar(done) << " of " << total + 1 << " succeeded";
+  node.stop();
+  EXPECT_EQ(env.store().stats().total("runs_succeeded"), total + 1);
 }
 
 }  // namespace
