@@ -592,6 +592,8 @@ struct server::impl {
       m.last_cycle_age_s = std::chrono::duration<double>(now - m.scheduler.last_cycle_at).count();
     }
     m.server = history.latest();
+    m.http = http.stats();
+    m.http_max_connections = settings.max_connections;
     // The scrape must not queue behind the scheduler for the lane: read the tables only when
     // a connection is idle, or can be opened and the last attempt to open one worked.
     const auto lane = a.lane.stats();

@@ -220,6 +220,7 @@ struct counters {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> evicted{0};
+  std::atomic<std::uint64_t> reserved{0};
   std::atomic<std::uint64_t> refused{0};
   std::atomic<std::uint64_t> timed_out{0};
   std::atomic<std::uint64_t> bad_requests{0};
@@ -233,7 +234,7 @@ struct engine {
 
   void accept();
   void on_accept(const sys_error& ec, tcp::socket socket);
-  bool make_room();
+  void make_room();
   void refuse(tcp::socket socket);
   void begin_stop();
   void close_all_soon();
@@ -279,15 +280,25 @@ class connection : public std::enable_shared_from_this<connection> {
   ~connection() { leave_list(); }
 
   void start() {
+    sys_error ec;
+    stream_.socket().non_blocking(true, ec);  // for next_pipelined()'s reads; async ones are alike
     move_to(e_.header);
     stream_.expires_after(e_.settings.limits.header_timeout);
     read_header();
   }
 
-  // Idempotent; I/O thread only. Pending operations end with operation_aborted.
-  void close() {
+  // Idempotent; I/O thread only. Pending operations end with operation_aborted. `why` is
+  // logged (debug), so that every disconnect has a reason.
+  void close(std::string_view why) {
     if (closed_) return;
     closed_ = true;
+    sys_error ec;
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    log(log_level::debug, "http",
+        "closed connection from " +
+            (ec ? std::string("?")
+                : peer.address().to_string() + ":" + std::to_string(peer.port())) +
+            ": " + std::string(why));
     leave_list();
     release_body();
     --e_.open;
@@ -321,8 +332,12 @@ class connection : public std::enable_shared_from_this<connection> {
   void on_first_bytes(const sys_error& ec, std::size_t n) {
     if (closed_) return;
     if (ec) {
-      if (ec == beast::error::timeout) ++e_.count.timed_out;
-      close();
+      if (ec == beast::error::timeout) {
+        ++e_.count.timed_out;
+        close("idle for http.idle_timeout");
+      } else {
+        close("client closed the idle connection (" + ec.message() + ")");
+      }
       return;
     }
     buffer_.commit(n);
@@ -337,7 +352,7 @@ class connection : public std::enable_shared_from_this<connection> {
     if (ec) {
       if (ec == beast::error::timeout) {
         ++e_.count.timed_out;
-        close();
+        close("request header not complete within http.header_timeout");
       } else if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
         fail(error_code::header_too_large,
              parser_->too_many_fields
@@ -348,7 +363,7 @@ class connection : public std::enable_shared_from_this<connection> {
       } else if (is_http_error(ec) && !is_disconnect(ec)) {
         fail(error_code::bad_request, framing_problem(ec));
       } else {
-        close();
+        close("client left while sending a header (" + ec.message() + ")");
       }
       return;
     }
@@ -363,10 +378,13 @@ class connection : public std::enable_shared_from_this<connection> {
     try {
       parse_target(req_.target, req_);
     } catch (const api_error& e) {
-      fail(e.code(), e.what());
+      // The framing is sound, so the connection may stay (when no body follows unread).
+      ++e_.count.bad_requests;
+      respond(error_response(e.code(), e.what()), req_.has_body);
       return;
     }
     move_to(e_.busy);
+    ++e_.count.requests;
     try {
       adm_ = e_.admit(req_);
     } catch (const std::exception& e) {
@@ -417,7 +435,7 @@ class connection : public std::enable_shared_from_this<connection> {
                         [self = shared_from_this()](const sys_error& wec, std::size_t) {
                           if (self->closed_) return;
                           if (wec) {
-                            self->close();
+                            self->close("writing 100 Continue failed (" + wec.message() + ")");
                             return;
                           }
                           self->read_body();
@@ -467,11 +485,11 @@ class connection : public std::enable_shared_from_this<connection> {
         respond(too_large(), true);
       } else if (ec == beast::error::timeout) {
         ++e_.count.timed_out;
-        close();
+        close("request body not complete within http.body_timeout");
       } else if (is_http_error(ec) && !is_disconnect(ec)) {
         fail(error_code::bad_request, framing_problem(ec));
       } else {
-        close();
+        close("client left while sending a body (" + ec.message() + ")");
       }
       return;
     }
@@ -490,7 +508,6 @@ class connection : public std::enable_shared_from_this<connection> {
 
   void run() {
     move_to(e_.busy);
-    ++e_.count.requests;
     if (adm_.where == lane::io) {
       respond(invoke(), false);
       return;
@@ -586,17 +603,48 @@ class connection : public std::enable_shared_from_this<connection> {
     adm_ = admission{};
     req_ = request{};
     if (ec) {
-      if (ec == beast::error::timeout) ++e_.count.timed_out;
-      close();
+      if (ec == beast::error::timeout) {
+        ++e_.count.timed_out;
+        close("response not taken within http.write_timeout");
+      } else {
+        close("writing the response failed (" + ec.message() + ")");
+      }
     } else if (!keep_alive_) {
       linger();
-    } else if (buffer_.size() > 0) {  // a pipelined request is already here
-      move_to(e_.header);
-      stream_.expires_after(e_.settings.limits.header_timeout);
-      read_header();
+    } else if (buffer_.size() > 0) {
+      next_pipelined();
     } else {
       wait_for_request();
     }
+  }
+
+  // The client sent more than the request just answered (pipelining). A header that is
+  // already here whole is parsed at once, so a pipelining client is never on the header list,
+  // where it could be closed to make room, between two of its requests.
+  void next_pipelined() {
+    parser_.emplace(e_.settings.limits.max_header_bytes, e_.settings.limits.max_header_count);
+    sys_error ec;
+    for (;;) {
+      buffer_.consume(parser_->put(buffer_.data(), ec));
+      if (ec != bhttp::error::need_more || buffer_.size() >= buffer_.max_size()) break;
+      // The rest of the header is usually in the socket already (the buffer holds what one
+      // read brought): take it without waiting (the socket is non-blocking).
+      sys_error rec;
+      const std::size_t room = std::min(read_chunk, buffer_.max_size() - buffer_.size());
+      const std::size_t n = stream_.socket().read_some(buffer_.prepare(room), rec);
+      if (rec) break;  // nothing there yet: read it asynchronously below
+      buffer_.commit(n);
+    }
+    if (ec == bhttp::error::need_more) {  // only part of the next header so far
+      move_to(e_.header);
+      stream_.expires_after(e_.settings.limits.header_timeout);
+      bhttp::async_read_header(
+          stream_, buffer_, *parser_,
+          [self = shared_from_this()](const sys_error& rec, std::size_t) { self->on_header(rec); });
+      return;
+    }
+    if (!ec && !parser_->is_header_done()) ec = bhttp::error::need_more;  // not expected
+    on_header(ec);
   }
 
   // ---- ending ----
@@ -606,7 +654,7 @@ class connection : public std::enable_shared_from_this<connection> {
     sys_error ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) {
-      close();
+      close("shutdown after the last response failed (" + ec.message() + ")");
       return;
     }
     buffer_.clear();
@@ -621,7 +669,7 @@ class connection : public std::enable_shared_from_this<connection> {
                               if (self->closed_) return;
                               self->drained_ += n;
                               if (ec || self->drained_ > linger_max_bytes) {
-                                self->close();
+                                self->close("done after the last response");
                                 return;
                               }
                               self->drain();
@@ -695,13 +743,22 @@ void engine::on_accept(const sys_error& ec, tcp::socket socket) {
   ++count.accepted;
   set_cloexec(socket.native_handle());
   bool reserve = false;
-  if (open >= settings.limits.max_connections && !make_room()) {
-    if (reserve_open >= reserve_connections) {
-      refuse(std::move(socket));
-      accept();
-      return;
+  const auto regular_full = [this] {
+    return open - reserve_open >= settings.limits.max_connections;
+  };
+  if (regular_full()) {
+    make_room();
+    // Still full when the connection closed was a reserve one, or none could be closed (every
+    // one is being served): this one goes on the reserve, if it has room.
+    if (regular_full()) {
+      if (reserve_open >= reserve_connections) {
+        refuse(std::move(socket));
+        accept();
+        return;
+      }
+      reserve = true;
+      ++count.reserved;
     }
-    reserve = true;
   }
   sys_error ignored;
   socket.set_option(tcp::no_delay(true), ignored);
@@ -716,14 +773,18 @@ void engine::on_accept(const sys_error& ec, tcp::socket socket) {
 // Closes the connection that matters least to make room for a new one: the oldest of those
 // lingering after their answer, then idle ones, then those still sending a header, then
 // those sending a body. Connections whose request is being served are never closed.
-bool engine::make_room() {
+void engine::make_room() {
   for (connection_list* list : {&lingering, &idle, &header, &body}) {
     if (list->empty()) continue;
     ++count.evicted;
-    list->front()->close();
-    return true;
+    list->front()->close(std::string("the oldest ") +
+                         (list == &lingering ? "lingering"
+                          : list == &idle    ? "idle"
+                          : list == &header  ? "header-reading"
+                                             : "body-reading") +
+                         " connection, closed to make room for a new one (http.max_connections)");
+    return;
   }
-  return false;
 }
 
 void engine::refuse(tcp::socket socket) {
@@ -771,7 +832,7 @@ void engine::close_all_soon() {
 
 void engine::close_list(connection_list& list) {
   while (!list.empty())
-    list.front()->close();  // removes it from the list
+    list.front()->close("the server is stopping");  // removes it from the list
 }
 
 void engine::connection_closed() {
@@ -922,6 +983,7 @@ transport_stats transport::stats() const noexcept {
   s.accepted = c.accepted;
   s.requests = c.requests;
   s.evicted = c.evicted;
+  s.reserved = c.reserved;
   s.refused = c.refused;
   s.timed_out = c.timed_out;
   s.bad_requests = c.bad_requests;

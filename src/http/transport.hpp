@@ -91,6 +91,7 @@ struct transport_stats {
   std::uint64_t accepted = 0;
   std::uint64_t requests = 0;
   std::uint64_t evicted = 0;       // closed to make room for a new connection
+  std::uint64_t reserved = 0;      // taken on the reserve (no room, none could be closed)
   std::uint64_t refused = 0;       // new connections turned away (no room, not even reserve)
   std::uint64_t timed_out = 0;     // header, body, idle or write deadline passed
   std::uint64_t bad_requests = 0;  // refused by the transport itself (framing, limits)
