@@ -287,6 +287,9 @@ class connection : public std::enable_shared_from_this<connection> {
     read_header();
   }
 
+  // When it joined the list it is on (each list is in this order).
+  [[nodiscard]] steady::time_point since() const noexcept { return since_; }
+
   // Idempotent; I/O thread only. Pending operations end with operation_aborted. `why` is
   // logged (debug), so that every disconnect has a reason.
   void close(std::string_view why) {
@@ -686,6 +689,7 @@ class connection : public std::enable_shared_from_this<connection> {
     leave_list();
     list_ = &list;
     pos_ = list.insert(list.end(), this);
+    since_ = steady::now();
   }
 
   void leave_list() {
@@ -704,6 +708,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string head_out_;
   connection_list* list_ = nullptr;
   connection_list::iterator pos_;
+  steady::time_point since_;  // when it joined list_
   bool reserve_;
   bool closed_ = false;
   bool keep_alive_ = false;
@@ -770,21 +775,32 @@ void engine::on_accept(const sys_error& ec, tcp::socket socket) {
   accept();
 }
 
-// Closes the connection that matters least to make room for a new one: the oldest of those
-// lingering after their answer, then idle ones, then those still sending a header, then
-// those sending a body. Connections whose request is being served are never closed.
+// Closes the connection that matters least to make room for a new one: one lingering after
+// its last answer; else the one that has waited longest on its client, idle between requests
+// or still sending its header (an active keep-alive client, idle for a moment between two
+// requests, outlives a slow one); else the oldest still sending its (admitted) body.
+// Connections whose request is being served are never closed.
 void engine::make_room() {
-  for (connection_list* list : {&lingering, &idle, &header, &body}) {
-    if (list->empty()) continue;
-    ++count.evicted;
-    list->front()->close(std::string("the oldest ") +
-                         (list == &lingering ? "lingering"
-                          : list == &idle    ? "idle"
-                          : list == &header  ? "header-reading"
-                                             : "body-reading") +
-                         " connection, closed to make room for a new one (http.max_connections)");
+  connection_list* pick = nullptr;
+  if (!lingering.empty()) {
+    pick = &lingering;
+  } else if (!idle.empty() &&
+             (header.empty() || idle.front()->since() <= header.front()->since())) {
+    pick = &idle;
+  } else if (!header.empty()) {
+    pick = &header;
+  } else if (!body.empty()) {
+    pick = &body;
+  } else {
     return;
   }
+  ++count.evicted;
+  pick->front()->close(std::string("the oldest ") +
+                       (pick == &lingering ? "lingering"
+                        : pick == &idle    ? "idle"
+                        : pick == &header  ? "header-reading"
+                                           : "body-reading") +
+                       " connection, closed to make room for a new one (http.max_connections)");
 }
 
 void engine::refuse(tcp::socket socket) {
