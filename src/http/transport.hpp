@@ -14,11 +14,11 @@
 //   - a body is read only once `admit` has accepted the header: a request it refuses (no
 //     token, unknown route, wrong Content-Type, ...) is answered without reading the body and
 //     before any "100 Continue";
-//   - connections: at most max_connections open. When a new one would pass the cap, the oldest
-//     idle connection is closed first (then the oldest still sending its header, then the
-//     oldest still sending its body); when none is, the new connection still gets one request
-//     on a small reserve, served only when admit() puts it in the io or probe lane (/health,
-//     /ready) and 503 otherwise;
+//   - connections: at most max_connections open. When a new one would pass the cap, the one
+//     that has waited longest on its client (idle between requests or still sending its
+//     header) is closed, an admitted body's sender only when no other can be; when none can
+//     be, the new connection still gets one request on a small reserve, served only when
+//     admit() puts it in the io or probe lane (/health, /ready) and 503 otherwise;
 //   - a keep-alive connection with no request for idle_timeout is closed; a response not taken
 //     by the client within write_timeout is abandoned.
 //
