@@ -6,7 +6,6 @@
 #include <ctime>
 #include <exception>
 #include <future>
-#include <limits>
 #include <list>
 #include <mutex>
 #include <stdexcept>
@@ -23,7 +22,6 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
@@ -32,6 +30,7 @@
 
 #include "http/errors.hpp"
 #include "http/json.hpp"
+#include "http/request_parser.hpp"
 #include "sluice/log.hpp"
 
 namespace sluice::http {
@@ -59,18 +58,6 @@ constexpr std::size_t read_chunk = 16 * 1024;
 // when the descriptor limit is raised for max_connections.
 constexpr rlim_t spare_descriptors = 256;
 
-// Client text in a log line: short, printable ASCII only.
-std::string shown(std::string_view text) {
-  constexpr std::size_t limit = 200;
-  std::string out;
-  for (const char ch : text.substr(0, limit)) {
-    const auto c = static_cast<unsigned char>(ch);
-    out += c >= 0x20 && c < 0x7F ? ch : '?';
-  }
-  if (text.size() > limit) out += "...";
-  return out;
-}
-
 response error_response(error_code code, std::string_view message) {
   response r;
   r.status = http_status(code);
@@ -90,21 +77,6 @@ bool is_disconnect(const sys_error& ec) {
          ec == asio::error::connection_aborted || ec == asio::error::broken_pipe ||
          ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor ||
          ec == asio::error::not_connected;
-}
-
-std::string framing_problem(const sys_error& ec) {
-  if (ec == bhttp::error::multiple_content_length) return "conflicting Content-Length values";
-  if (ec == bhttp::error::bad_content_length) {
-    return "malformed Content-Length, or Content-Length together with Transfer-Encoding";
-  }
-  if (ec == bhttp::error::bad_transfer_encoding) {
-    return "Transfer-Encoding repeated or together with Content-Length";
-  }
-  if (ec == bhttp::error::bad_chunk || ec == bhttp::error::bad_chunk_extension) {
-    return "malformed chunked body";
-  }
-  if (ec == bhttp::error::bad_version) return "malformed HTTP version";
-  return "malformed HTTP request (" + ec.message() + ")";
 }
 
 void set_cloexec(int fd) {
@@ -131,82 +103,6 @@ const std::string& http_date() {
 bool safe_header_text(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
 }
-
-// Beast's parser with the request kept as sluice's `request`: the fields are counted as they
-// arrive (so a header of many tiny fields is cut off at max_header_count, not after they are
-// all stored) and the body is limited whatever its transfer encoding.
-class request_parser final : public bhttp::basic_parser<true> {
- public:
-  request_parser(std::size_t max_header_bytes, std::size_t max_fields) : max_fields_(max_fields) {
-    header_limit(static_cast<std::uint32_t>(
-        std::min<std::size_t>(max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
-    // Content-Length is checked against the limit after admission (an unauthenticated request
-    // is refused as such, not as too large); the body itself by on_body_impl.
-    body_limit(boost::none);
-  }
-
-  request head;
-  bool too_many_fields = false;
-  bool body_too_large = false;
-  std::size_t max_body = 0;  // set before the body is read
-
- private:
-  void on_request_impl(bhttp::verb, beast::string_view method, beast::string_view target,
-                       int version, sys_error&) override {
-    head.method.assign(method.data(), method.size());
-    head.target.assign(target.data(), target.size());
-    head.version = version;
-  }
-
-  void on_response_impl(int, beast::string_view, int, sys_error& ec) override {
-    ec = bhttp::error::bad_version;  // never called for a request parser
-  }
-
-  void on_field_impl(bhttp::field, beast::string_view name, beast::string_view value,
-                     sys_error& ec) override {
-    if (head.headers.size() >= max_fields_) {
-      too_many_fields = true;
-      ec = bhttp::error::header_limit;
-      return;
-    }
-    std::string lower(name.data(), name.size());
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) {
-      return static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    });
-    head.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
-  }
-
-  void on_header_impl(sys_error&) override {}
-
-  void on_body_init_impl(const boost::optional<std::uint64_t>& length, sys_error&) override {
-    if (length)
-      head.body.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(*length, max_body)));
-  }
-
-  std::size_t on_body_impl(beast::string_view piece, sys_error& ec) override {
-    return append(piece, ec);
-  }
-
-  void on_chunk_header_impl(std::uint64_t, beast::string_view, sys_error&) override {}
-
-  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view piece, sys_error& ec) override {
-    return append(piece, ec);
-  }
-
-  void on_finish_impl(sys_error&) override {}
-
-  std::size_t append(beast::string_view piece, sys_error& ec) {
-    if (piece.size() > max_body - head.body.size()) {
-      body_too_large = true;
-      ec = bhttp::error::body_limit;
-      return 0;
-    }
-    head.body.append(piece.data(), piece.size());
-    return piece.size();
-  }
-
-  std::size_t max_fields_;
-};
 
 class connection;
 
@@ -374,7 +270,7 @@ class connection : public std::enable_shared_from_this<connection> {
     req_ = std::move(parser_->head);
     parser_->head = request{};
     req_.has_body = parser_->chunked() || parser_->content_length().value_or(0) > 0;
-    if (const auto problem = header_problem()) {
+    if (const auto problem = header_problem(req_)) {
       fail(error_code::bad_request, *problem);
       return;
     }
@@ -392,7 +288,7 @@ class connection : public std::enable_shared_from_this<connection> {
       adm_ = e_.admit(req_);
     } catch (const std::exception& e) {
       log(log_level::error, "http",
-          "admitting " + req_.method + " " + shown(req_.target) + " failed: " + e.what());
+          "admitting " + req_.method + " " + printable(req_.target) + " failed: " + e.what());
       respond(
           error_response(error_code::internal, "internal error; the server log has the details"),
           true);
@@ -446,30 +342,6 @@ class connection : public std::enable_shared_from_this<connection> {
       return;
     }
     read_body();
-  }
-
-  // What the transport itself refuses in a parsed header, before the application sees it.
-  std::optional<std::string> header_problem() const {
-    if (req_.version != 10 && req_.version != 11) {
-      return "HTTP version " + std::to_string(req_.version / 10) + "." +
-             std::to_string(req_.version % 10) + " is not served; use HTTP/1.1";
-    }
-    const std::size_t hosts = req_.header_count("host");
-    if (hosts > 1) return std::string("more than one Host header");
-    if (hosts == 0 && req_.version == 11) return std::string("HTTP/1.1 request without Host");
-    if (req_.has_header("transfer-encoding")) {
-      if (req_.version == 10) return std::string("Transfer-Encoding in an HTTP/1.0 request");
-      std::string_view te = req_.header("transfer-encoding");
-      while (!te.empty() && (te.front() == ' ' || te.front() == '\t'))
-        te.remove_prefix(1);
-      while (!te.empty() && (te.back() == ' ' || te.back() == '\t'))
-        te.remove_suffix(1);
-      if (req_.header_count("transfer-encoding") > 1 || !iequals(te, "chunked")) {
-        return "Transfer-Encoding '" + shown(te) +
-               "' is not supported: send the body with Content-Length or chunked alone";
-      }
-    }
-    return std::nullopt;
   }
 
   void read_body() {
@@ -531,9 +403,9 @@ class connection : public std::enable_shared_from_this<connection> {
       return adm_.run(req_);
     } catch (const std::exception& e) {
       log(log_level::error, "http",
-          req_.method + " " + shown(req_.target) + " failed: " + e.what());
+          req_.method + " " + printable(req_.target) + " failed: " + e.what());
     } catch (...) {
-      log(log_level::error, "http", req_.method + " " + shown(req_.target) + " failed");
+      log(log_level::error, "http", req_.method + " " + printable(req_.target) + " failed");
     }
     return error_response(error_code::internal, "internal error; the server log has the details");
   }
@@ -559,7 +431,7 @@ class connection : public std::enable_shared_from_this<connection> {
       const auto ms =
           std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started_).count();
       log(log_level::debug, "http",
-          req_.method + " " + shown(req_.target) + " " + std::to_string(out_.status) + " (" +
+          req_.method + " " + printable(req_.target) + " " + std::to_string(out_.status) + " (" +
               std::to_string(ms) + " ms)");
     }
 
@@ -638,7 +510,8 @@ class connection : public std::enable_shared_from_this<connection> {
       if (rec) break;  // nothing there yet: read it asynchronously below
       buffer_.commit(n);
     }
-    if (ec == bhttp::error::need_more) {  // only part of the next header so far
+    if (!parser_->is_header_done() && (!ec || ec == bhttp::error::need_more)) {
+      // Only part of the next header so far.
       move_to(e_.header);
       stream_.expires_after(e_.settings.limits.header_timeout);
       bhttp::async_read_header(
@@ -646,7 +519,6 @@ class connection : public std::enable_shared_from_this<connection> {
           [self = shared_from_this()](const sys_error& rec, std::size_t) { self->on_header(rec); });
       return;
     }
-    if (!ec && !parser_->is_header_done()) ec = bhttp::error::need_more;  // not expected
     on_header(ec);
   }
 
