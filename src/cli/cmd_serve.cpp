@@ -770,6 +770,14 @@ int serve(const serve_options& opt) {
     hs.port = cfg.http.port;
     hs.token = cfg.http.token;
     hs.max_body_bytes = cfg.http.max_body_bytes;
+    hs.max_connections = cfg.http.max_connections;
+    hs.max_header_bytes = cfg.http.max_header_bytes;
+    hs.max_header_count = cfg.http.max_header_count;
+    hs.max_buffered_body_bytes = cfg.http.max_buffered_body_bytes;
+    hs.header_timeout = cfg.http.header_timeout;
+    hs.body_timeout = cfg.http.body_timeout;
+    hs.idle_timeout = cfg.http.idle_timeout;
+    hs.write_timeout = cfg.http.write_timeout;
     hs.history = cfg.http.history;
     hs.sample_interval = cfg.http.sample_interval;
     hs.allowed_hosts = cfg.http.allowed_hosts;

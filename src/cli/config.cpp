@@ -850,6 +850,29 @@ daemon_config parse_text(std::string_view text, std::string source,
   if (auto v = http.bytes("max_body_bytes", 1024, std::size_t{256} * 1024 * 1024)) {
     hc.max_body_bytes = *v;
   }
+  if (auto v = http.integer("max_connections", 16, 1'000'000)) {
+    hc.max_connections = static_cast<std::size_t>(*v);
+  }
+  if (auto v = http.bytes("max_header_bytes", 1024, std::size_t{1024} * 1024)) {
+    hc.max_header_bytes = *v;
+  }
+  if (auto v = http.integer("max_header_count", 8, 10'000)) {
+    hc.max_header_count = static_cast<std::size_t>(*v);
+  }
+  if (auto v = http.bytes("max_buffered_body_bytes", 1024, std::size_t{64} * 1024 * 1024 * 1024)) {
+    hc.max_buffered_body_bytes = *v;
+  }
+  if (hc.max_buffered_body_bytes < hc.max_body_bytes) {
+    http.fail("max_buffered_body_bytes",
+              "must be at least max_body_bytes (" + std::to_string(hc.max_body_bytes) +
+                  "), or no body of the largest size could ever be read");
+  }
+  if (auto v = http.duration("header_timeout", 100ms, std::chrono::minutes(10))) {
+    hc.header_timeout = *v;
+  }
+  if (auto v = http.duration("body_timeout", 100ms, std::chrono::hours(1))) hc.body_timeout = *v;
+  if (auto v = http.duration("idle_timeout", 100ms, std::chrono::hours(1))) hc.idle_timeout = *v;
+  if (auto v = http.duration("write_timeout", 100ms, std::chrono::hours(1))) hc.write_timeout = *v;
   if (auto v = http.duration("history", 1s, std::chrono::hours(24 * 7))) hc.history = *v;
   if (auto v = http.duration("sample_interval", 100ms, std::chrono::hours(1))) {
     hc.sample_interval = *v;
@@ -1386,6 +1409,14 @@ std::string daemon_config::to_json_redacted() const {
       {"token_set", !http.token.empty()},
       {"token_file", http.token_file.string()},
       {"max_body_bytes", http.max_body_bytes},
+      {"max_connections", http.max_connections},
+      {"max_header_bytes", http.max_header_bytes},
+      {"max_header_count", http.max_header_count},
+      {"max_buffered_body_bytes", http.max_buffered_body_bytes},
+      {"header_timeout", dur(http.header_timeout)},
+      {"body_timeout", dur(http.body_timeout)},
+      {"idle_timeout", dur(http.idle_timeout)},
+      {"write_timeout", dur(http.write_timeout)},
       {"history", dur(http.history)},
       {"sample_interval", dur(http.sample_interval)},
       {"allowed_hosts", http.allowed_hosts},

@@ -88,6 +88,15 @@ struct http_config {
   std::string token;                 // bearer token for mutating calls; empty: they are refused
   std::filesystem::path token_file;  // where token came from, if from a file (absolute)
   std::size_t max_body_bytes = 1024 * 1024;
+  // Limits on clients (docs/api.md#limits); the defaults are http::transport_limits'.
+  std::size_t max_connections = 1024;
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_header_count = 100;
+  std::size_t max_buffered_body_bytes = std::size_t{64} * 1024 * 1024;
+  std::chrono::milliseconds header_timeout = std::chrono::seconds(10);
+  std::chrono::milliseconds body_timeout = std::chrono::seconds(30);
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
+  std::chrono::milliseconds write_timeout = std::chrono::seconds(30);
   std::chrono::milliseconds history = std::chrono::hours(1);  // in-memory pool history kept
   std::chrono::milliseconds sample_interval = std::chrono::seconds(5);
   // Host names the Host header may carry besides IP literals and localhost; "*": any.

@@ -18,6 +18,10 @@ std::string_view to_string(error_code code) noexcept {
       return "conflict";
     case error_code::payload_too_large:
       return "payload_too_large";
+    case error_code::unsupported_media_type:
+      return "unsupported_media_type";
+    case error_code::header_too_large:
+      return "header_too_large";
     case error_code::unavailable:
       return "unavailable";
     case error_code::internal:
@@ -42,6 +46,10 @@ int http_status(error_code code) noexcept {
       return 409;
     case error_code::payload_too_large:
       return 413;
+    case error_code::unsupported_media_type:
+      return 415;
+    case error_code::header_too_large:
+      return 431;
     case error_code::unavailable:
       return 503;
     case error_code::internal:
@@ -64,6 +72,10 @@ error_code code_for_status(int status) noexcept {
       return error_code::conflict;
     case 413:
       return error_code::payload_too_large;
+    case 415:
+      return error_code::unsupported_media_type;
+    case 431:
+      return error_code::header_too_large;
     case 503:
       return error_code::unavailable;
     default:

@@ -11,15 +11,17 @@
 namespace sluice::http {
 
 enum class error_code {
-  bad_request,         // 400: malformed JSON, wrong types, unknown fields, invalid values
-  unauthorized,        // 401: missing or wrong bearer token
-  forbidden,           // 403: mutating call while no API token is configured
-  not_found,           // 404: unknown path or id
-  method_not_allowed,  // 405: known path, other method
-  conflict,            // 409: duplicate name, task in the wrong state for the change
-  payload_too_large,   // 413: body over max_body_bytes
-  unavailable,         // 503: the database cannot be reached or the pool has no connection
-  internal,            // 500: anything else; details go to the log, not to the client
+  bad_request,             // 400: malformed JSON, wrong types, unknown fields, invalid values
+  unauthorized,            // 401: missing or wrong bearer token
+  forbidden,               // 403: mutating call while no API token is configured
+  not_found,               // 404: unknown path or id
+  method_not_allowed,      // 405: known path, other method
+  conflict,                // 409: duplicate name, task in the wrong state for the change
+  payload_too_large,       // 413: body over max_body_bytes
+  unsupported_media_type,  // 415: a request body that is not application/json
+  header_too_large,        // 431: request header over max_header_bytes or max_header_count
+  unavailable,             // 503: the database cannot be reached or the pool has no connection
+  internal,                // 500: anything else; details go to the log, not to the client
 };
 
 // "bad_request", "unauthorized", ...: the value of the "code" field.

@@ -310,6 +310,36 @@ void cluster_metrics(exposition_writer& w, const metrics_snapshot& m) {
   }
 }
 
+void http_metrics(exposition_writer& w, const transport_stats& s, std::size_t max_connections) {
+  w.family("sluice_http_connections", "gauge", "Client connections open to the HTTP API now.");
+  w.sample("sluice_http_connections", {}, s.open);
+  w.family("sluice_http_max_connections", "gauge",
+           "http.max_connections: client connections kept open at most (besides the reserve).");
+  w.sample("sluice_http_max_connections", {}, static_cast<std::uint64_t>(max_connections));
+  w.family("sluice_http_connections_accepted_total", "counter",
+           "Client connections accepted by the HTTP API.");
+  w.sample("sluice_http_connections_accepted_total", {}, s.accepted);
+  w.family("sluice_http_connections_dropped_total", "counter",
+           "Client connections the HTTP API ended early, by reason: evicted (the oldest idle or "
+           "slow one, closed to make room at max_connections), refused (no room at all), "
+           "timed_out (a header, body, idle or write deadline passed).");
+  w.sample("sluice_http_connections_dropped_total", {{"reason", "evicted"}}, s.evicted);
+  w.sample("sluice_http_connections_dropped_total", {{"reason", "refused"}}, s.refused);
+  w.sample("sluice_http_connections_dropped_total", {{"reason", "timed_out"}}, s.timed_out);
+  w.family("sluice_http_connections_reserved_total", "counter",
+           "Connections taken on the reserve, which answers only /health and /ready, because "
+           "max_connections were open and none could be closed.");
+  w.sample("sluice_http_connections_reserved_total", {}, s.reserved);
+  w.family("sluice_http_requests_total", "counter",
+           "Requests whose header the HTTP API parsed: answered by a handler, or refused for "
+           "their host, route, method, token, parameters or Content-Type.");
+  w.sample("sluice_http_requests_total", {}, s.requests);
+  w.family("sluice_http_malformed_requests_total", "counter",
+           "Requests the HTTP transport refused itself: broken framing, a header or body over "
+           "its limit, a target that is not a valid path.");
+  w.sample("sluice_http_malformed_requests_total", {}, s.bad_requests);
+}
+
 }  // namespace
 
 std::string render_metrics(const metrics_snapshot& m) {
@@ -324,6 +354,7 @@ std::string render_metrics(const metrics_snapshot& m) {
   w.sample("sluice_metrics_database_ok", {}, m.database_ok ? 1 : 0);
   pool_metrics(w, m.pools);
   if (m.server) server_metrics(w, *m.server);
+  if (m.http) http_metrics(w, *m.http, m.http_max_connections);
   scheduler_metrics(w, m);
   cluster_metrics(w, m);
   return w.take();

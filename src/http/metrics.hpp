@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http/history.hpp"
+#include "http/transport.hpp"
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/scheduler.hpp"
 #include "sluice/sched/store.hpp"
@@ -38,6 +39,9 @@ struct metrics_snapshot {
   std::optional<std::vector<sched::node_info>> nodes;
   // The newest pool_history sample, for the server's connection counts.
   std::optional<history_sample> server;
+  // The HTTP transport's connection and request counters, and its connection cap.
+  std::optional<transport_stats> http;
+  std::size_t http_max_connections = 0;
 };
 
 [[nodiscard]] std::string render_metrics(const metrics_snapshot& m);

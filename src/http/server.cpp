@@ -1,25 +1,17 @@
 #include "http/server.hpp"
 
 #include <algorithm>
-#include <atomic>
-#include <cctype>
-#include <cerrno>
 #include <charconv>
-#include <condition_variable>
 #include <exception>
 #include <memory>
-#include <mutex>
-#include <regex>
 #include <stdexcept>
-#include <system_error>
-#include <thread>
-
-#include <httplib.h>
-#include <sys/socket.h>
+#include <string_view>
+#include <vector>
 
 #include "http/auth.hpp"
 #include "http/errors.hpp"
 #include "http/json.hpp"
+#include "http/message.hpp"
 #include "http/metrics.hpp"
 #include "http/readiness.hpp"
 #include "http/task_spec_json.hpp"
@@ -36,19 +28,17 @@ std::string static_request::header(std::string_view lower_case_name) const {
 
 namespace {
 
-using httplib::Request;
-using httplib::Response;
 using std::chrono::steady_clock;
 
 constexpr const char* json_content_type = "application/json";
 
-void send_json(Response& res, int status, const json& body) {
+void send_json(response& res, int status, const json& body) {
   res.status = status;
   res.set_content(dump(body), json_content_type);
   res.set_header("Cache-Control", "no-store");
 }
 
-void send_error(Response& res, error_code code, std::string_view message) {
+void send_error(response& res, error_code code, std::string_view message) {
   send_json(res, http_status(code), error_json(code, message));
   if (code == error_code::unauthorized)
     res.set_header("WWW-Authenticate", "Bearer realm=\"sluice\"");
@@ -61,7 +51,7 @@ bool is_mutating(const std::string& method) {
 // What a handler's exception means for the client. Database trouble is 503 (retry later);
 // anything unexpected is 500 with the details in the log only, since exception texts may quote
 // SQL or server internals.
-api_error classify(const std::exception_ptr& ep, const Request& req) {
+api_error classify(const std::exception_ptr& ep, const request& req) {
   const auto internal = [&](const std::string& detail) {
     log(log_level::error, "http", req.method + " " + req.path + " failed: " + detail);
     return api_error(error_code::internal, "internal error; the server log has the details");
@@ -113,12 +103,13 @@ std::optional<std::int64_t> parse_positive(std::string_view text) {
   return v;
 }
 
-std::optional<std::string> query_param(const Request& req, const char* name) {
-  if (!req.has_param(name)) return std::nullopt;
-  return req.get_param_value(name);
+std::optional<std::string> query_param(const request& req, const char* name) {
+  const auto value = req.param(name);
+  if (!value) return std::nullopt;
+  return std::string(*value);
 }
 
-int limit_param(const Request& req) {
+int limit_param(const request& req) {
   const auto text = query_param(req, "limit");
   if (!text) return 50;
   const auto v = parse_positive(*text);
@@ -128,7 +119,7 @@ int limit_param(const Request& req) {
   return static_cast<int>(*v);
 }
 
-std::optional<std::int64_t> before_param(const Request& req) {
+std::optional<std::int64_t> before_param(const request& req) {
   const auto text = query_param(req, "before");
   if (!text) return std::nullopt;
   const auto v = parse_positive(*text);
@@ -139,9 +130,14 @@ std::optional<std::int64_t> before_param(const Request& req) {
   return v;
 }
 
-std::int64_t path_id(const std::smatch& m) {
-  const auto v = parse_positive(m[1].str());
-  if (!v) throw api_error(error_code::not_found, "no task with id " + m[1].str());
+// What a route's pattern captured from the path: the {id} segment.
+struct route_args {
+  std::string id;
+};
+
+std::int64_t path_id(const route_args& args) {
+  const auto v = parse_positive(args.id);
+  if (!v) throw api_error(error_code::not_found, "no task with id " + args.id.substr(0, 40));
   return *v;
 }
 
@@ -157,7 +153,7 @@ json page(const char* key, const std::vector<T>& items, int limit) {
 }
 
 // Actions take no body; an empty object is accepted for clients that always send one.
-void require_empty_body(const Request& req) {
+void require_empty_body(const request& req) {
   if (req.body.find_first_not_of(" \t\r\n") == std::string::npos) return;
   const json body = parse_json_body(req.body);
   if (!body.is_object() || !body.empty()) {
@@ -184,28 +180,30 @@ constexpr action_info actions[] = {
 // ---- the server ---------------------------------------------------------------------------
 
 struct server::impl {
-  using handler_fn = std::function<void(const Request&, Response&, const std::smatch&)>;
-  using method_map = std::map<std::string, handler_fn>;
+  using handler_fn = std::function<void(const request&, response&, const route_args&)>;
+
+  // One method of a route.
+  struct endpoint {
+    handler_fn fn;
+    lane where = lane::worker;
+    // The query parameters it takes; any other is refused with 400. The probes take any (a
+    // load balancer's health check may add its own), since they read none.
+    std::vector<std::string_view> params;
+    bool any_params = false;
+  };
+  struct route {
+    std::string pattern;                // "/api/v1/tasks/{id}/runs"
+    std::vector<std::string> segments;  // "api", "v1", "tasks", "{id}", "runs"
+    std::map<std::string, endpoint> methods;
+  };
 
   server_settings settings;
   app& a;
   pool_history history;
   pool_pressure pressure;  // /ready's memory of how long pools have been short
-  httplib::Server http;
   static_handler static_fn;
-  struct route {
-    std::string pattern;
-    std::regex re;
-    method_map methods;
-  };
   std::vector<route> routes;  // in registration order; fixed once the constructor returns
-
-  std::mutex lifecycle_mutex;
-  std::thread thread;  // guarded by lifecycle_mutex
-  std::atomic<int> bound_port{0};
-  std::mutex done_mutex;
-  std::condition_variable done_cv;
-  bool listen_done = false;  // guarded by done_mutex: the accept loop has returned
+  transport http;
 
   impl(server_settings s, app& application)
       : settings(std::move(s)),
@@ -218,72 +216,37 @@ struct server::impl {
                   return take_sample(a.pools, a.lane,
                                      std::min<std::chrono::milliseconds>(settings.sample_interval,
                                                                          std::chrono::seconds(1)));
-                }) {
-    bound_port = settings.port;
-    configure();
+                }),
+        http(transport_settings_of(settings), [this](const request& req) { return admit(req); }) {
     add_routes();
   }
 
-  // ---- plumbing ----
-
-  void configure() {
-    const std::size_t threads = std::max<std::size_t>(settings.threads, 1);
-    // httplib takes ownership of the queue it is handed.
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };  // NOLINT
-    http.set_payload_max_length(settings.max_body_bytes);
-    // An idle keep-alive connection holds a worker until this passes, and stop() waits for it.
-    http.set_keep_alive_timeout(2);
-    http.set_tcp_nodelay(true);
-    // httplib's default adds SO_REUSEPORT, which would let a second daemon bind the same port
-    // silently; SO_REUSEADDR alone still allows a quick restart.
-    http.set_socket_options([](socket_t sock) {
-      int yes = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    });
-    http.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
-
-    // Errors raised by httplib itself (413, malformed requests, unknown methods) get the API's
-    // JSON body; responses a handler already wrote are left alone.
-    httplib::Server::HandlerWithResponse on_error = [this](const Request&, Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      const error_code code = code_for_status(res.status);
-      std::string message;
-      switch (code) {
-        case error_code::payload_too_large:
-          message = "request body is larger than " + std::to_string(settings.max_body_bytes) +
-                    " bytes (http.max_body_bytes)";
-          break;
-        case error_code::not_found:
-          message = "no such endpoint";
-          break;
-        case error_code::bad_request:
-          message = "malformed HTTP request";
-          break;
-        default:
-          message = "request failed";
-      }
-      const int status = res.status;
-      send_json(res, status, error_json(code, message));
-      return httplib::Server::HandlerResponse::Handled;
-    };
-    http.set_error_handler(std::move(on_error));
-    http.set_exception_handler([](const Request& req, Response& res, const std::exception_ptr& ep) {
-      const api_error e = classify(ep, req);
-      send_error(res, e.code(), e.what());
-    });
-    http.set_logger([](const Request& req, const Response& res) {
-      log(log_level::debug, "http", req.method + " " + req.path + " " + std::to_string(res.status));
-    });
+  static transport_settings transport_settings_of(const server_settings& s) {
+    transport_settings t;
+    t.address = s.address;
+    t.port = s.port;
+    t.worker_threads = std::max<std::size_t>(s.threads, 1);
+    t.limits.max_connections = s.max_connections;
+    t.limits.max_header_bytes = s.max_header_bytes;
+    t.limits.max_header_count = s.max_header_count;
+    t.limits.max_body_bytes = s.max_body_bytes;
+    t.limits.max_buffered_body_bytes = s.max_buffered_body_bytes;
+    t.limits.header_timeout = s.header_timeout;
+    t.limits.body_timeout = s.body_timeout;
+    t.limits.idle_timeout = s.idle_timeout;
+    t.limits.write_timeout = s.write_timeout;
+    return t;
   }
 
-  void authorize(const Request& req) const {
+  // ---- admission: everything decided from the header, before a body is read ----
+
+  void authorize(const request& req) const {
     if (settings.token.empty()) {
       throw api_error(error_code::forbidden,
                       "no API token configured: mutating calls are refused (set http.token or "
                       "http.token_file)");
     }
-    const std::string header = req.get_header_value("Authorization");
-    const auto presented = bearer_token(header);  // a view into `header`
+    const auto presented = bearer_token(req.header("authorization"));
     if (!presented) {
       throw api_error(error_code::unauthorized,
                       "missing bearer token: send \"Authorization: Bearer <token>\"");
@@ -293,116 +256,185 @@ struct server::impl {
     }
   }
 
-  void add(const std::string& pattern, const std::string& method, handler_fn fn) {
+  static void check_params(const request& req, const endpoint& ep) {
+    if (ep.any_params) return;
+    for (std::size_t i = 0; i < req.query.size(); ++i) {
+      const std::string& name = req.query[i].first;
+      if (std::find(ep.params.begin(), ep.params.end(), name) == ep.params.end()) {
+        std::string known;
+        for (const auto p : ep.params)
+          known += (known.empty() ? "" : ", ") + std::string(p);
+        throw api_error(
+            error_code::bad_request,
+            "unknown query parameter '" + name.substr(0, 64) + "' (" +
+                (known.empty() ? std::string("this endpoint takes none") : "known: " + known) +
+                ")");
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        if (req.query[j].first == name) {
+          throw api_error(error_code::bad_request,
+                          "query parameter '" + name + "' is given more than once");
+        }
+      }
+    }
+  }
+
+  static std::vector<std::string> split_path(std::string_view path) {
+    std::vector<std::string> out;
+    if (!path.empty() && path.front() == '/') path.remove_prefix(1);
+    for (;;) {
+      const auto slash = path.find('/');
+      out.emplace_back(path.substr(0, slash));
+      if (slash == std::string_view::npos) break;
+      path.remove_prefix(slash + 1);
+    }
+    return out;
+  }
+
+  // The route whose pattern matches `path`; "{id}" matches a segment of digits.
+  const route* match(const std::string& path, route_args& args) const {
+    const auto segments = split_path(path);
+    for (const auto& r : routes) {
+      if (r.segments.size() != segments.size()) continue;
+      bool ok = true;
+      for (std::size_t i = 0; ok && i < segments.size(); ++i) {
+        if (r.segments[i] == "{id}") {
+          ok = !segments[i].empty() &&
+               std::all_of(segments[i].begin(), segments[i].end(),
+                           [](unsigned char c) { return c >= '0' && c <= '9'; });
+          if (ok) args.id = segments[i];
+        } else {
+          ok = r.segments[i] == segments[i];
+        }
+      }
+      if (ok) return &r;
+    }
+    return nullptr;
+  }
+
+  // Runs on the transport's I/O thread for every request, once its header is in: the host
+  // check, routing, the method, the token, the query parameters and the Content-Type are all
+  // decided here, so a refused request's body is never read (nor "100 Continue" sent).
+  admission admit(const request& req) {
+    admission out;
+    const auto refuse = [&out](response res) {
+      out.refusal = std::move(res);
+      return std::move(out);
+    };
+    const auto refuse_error = [&refuse](error_code code, const std::string& message) {
+      response res;
+      send_error(res, code, message);
+      return refuse(std::move(res));
+    };
+    // A request under a host name this server does not answer to is refused before anything
+    // else (DNS rebinding).
+    const std::string_view host = req.header("host");
+    if (!host_allowed(host, settings.allowed_hosts)) {
+      return refuse_error(error_code::forbidden,
+                          "host '" + std::string(host.substr(0, 100)) +
+                              "' is not allowed; reach this server by IP address or localhost, "
+                              "or add the name to http.allowed_hosts");
+    }
+    route_args args;
+    const route* r = match(req.path, args);
+    if (r == nullptr) {
+      const bool api = req.path.rfind("/api/", 0) == 0 || req.path == "/api";
+      if ((req.method == "GET" || req.method == "HEAD") && !api && static_fn) {
+        out.run = [this](const request& rq) { return serve_static(rq); };
+        return out;
+      }
+      return refuse_error(error_code::not_found,
+                          "no such endpoint: " + req.method + " " + req.path.substr(0, 200));
+    }
+    const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    const auto it = r->methods.find(method);
+    if (it == r->methods.end()) {
+      std::string allow;
+      for (const auto& [name, ep] : r->methods)
+        allow += (allow.empty() ? "" : ", ") + name + (name == "GET" ? ", HEAD" : "");
+      response res;
+      send_error(res, error_code::method_not_allowed,
+                 req.method.substr(0, 40) + " is not allowed here; allowed: " + allow);
+      res.set_header("Allow", allow);
+      return refuse(std::move(res));
+    }
+    const endpoint& ep = it->second;
+    try {
+      if (is_mutating(req.method)) authorize(req);
+      check_params(req, ep);
+      if (req.has_body && (method == "POST" || method == "PUT" || method == "PATCH") &&
+          !is_json_media_type(req.header("content-type"))) {
+        const auto type = req.header("content-type");
+        throw api_error(error_code::unsupported_media_type,
+                        "request bodies must be JSON: send Content-Type: application/json" +
+                            (type.empty() ? std::string(" (none was sent)")
+                                          : " (not '" + std::string(type.substr(0, 100)) + "')"));
+      }
+    } catch (const api_error& e) {
+      return refuse_error(e.code(), e.what());
+    }
+    out.where = ep.where;
+    out.run = [&ep, args](const request& rq) {
+      response res;
+      try {
+        ep.fn(rq, res, args);
+      } catch (...) {
+        const api_error e = classify(std::current_exception(), rq);
+        res = response{};
+        send_error(res, e.code(), e.what());
+      }
+      return res;
+    };
+    return out;
+  }
+
+  void add(const std::string& pattern, const std::string& method, handler_fn fn,
+           std::vector<std::string_view> params = {}, lane where = lane::worker) {
     auto it = std::find_if(routes.begin(), routes.end(),
                            [&](const route& r) { return r.pattern == pattern; });
     if (it == routes.end()) {
-      routes.push_back({pattern, std::regex(pattern), {}});
+      routes.push_back({pattern, split_path(pattern), {}});
       it = std::prev(routes.end());
     }
-    it->methods[method] = std::move(fn);
+    endpoint ep;
+    ep.fn = std::move(fn);
+    ep.where = where;
+    ep.params = std::move(params);
+    it->methods[method] = std::move(ep);
   }
 
-  // Routes the request; false when no route's pattern matches the path. A known path with
-  // another method is answered 405.
-  bool dispatch(const Request& req, Response& res) {
-    for (const auto& r : routes) {
-      std::smatch m;
-      if (!std::regex_match(req.path, m, r.re)) continue;
-      const std::string method = req.method == "HEAD" ? "GET" : req.method;
-      const auto it = r.methods.find(method);
-      if (it == r.methods.end()) {
-        std::string allow;
-        for (const auto& [name, fn] : r.methods)
-          allow += (allow.empty() ? "" : ", ") + name + (name == "GET" ? ", HEAD" : "");
-        send_error(res, error_code::method_not_allowed,
-                   req.method + " is not allowed here; allowed: " + allow);
-        res.set_header("Allow", allow);
-        return true;
+  // A probe: answered on `where`, query parameters ignored.
+  void add_probe(const std::string& pattern, handler_fn fn, lane where) {
+    add(pattern, "GET", std::move(fn), {}, where);
+    routes.back().methods["GET"].any_params = true;
+  }
+
+  response serve_static(const request& req) const {
+    response res;
+    try {
+      static_request sr;
+      sr.method = req.method;
+      sr.path = req.path;
+      for (const auto& [k, v] : req.query)
+        sr.query.emplace(k, v);
+      for (const auto& [k, v] : req.headers)
+        sr.headers.emplace(k, v);  // names are lower-case already
+      if (auto out = static_fn(sr)) {
+        res.status = out->status;
+        for (auto& [k, v] : out->headers)
+          res.set_header(k, v);
+        res.set_content(std::move(out->body), std::move(out->content_type));
+        return res;
       }
-      try {
-        if (is_mutating(req.method)) authorize(req);
-        it->second(req, res, m);
-      } catch (...) {
-        const api_error e = classify(std::current_exception(), req);
-        send_error(res, e.code(), e.what());
-      }
-      return true;
+    } catch (...) {
+      const api_error e = classify(std::current_exception(), req);
+      res = response{};
+      send_error(res, e.code(), e.what());
+      return res;
     }
-    return false;
-  }
-
-  void install_routes() {
-    // httplib matches and reads the body; our table does the routing. GET/HEAD that no route
-    // takes goes to the dashboard hook.
-    http.Get(".*", [this](const Request& req, Response& res) {
-      if (!dispatch(req, res)) serve_static(req, res);
-    });
-    const auto other = [this](const Request& req, Response& res) {
-      if (!dispatch(req, res)) {
-        send_error(res, error_code::not_found, "no such endpoint: " + req.method + " " + req.path);
-      }
-    };
-    http.Post(".*", other);
-    http.Put(".*", other);
-    http.Patch(".*", other);
-    http.Delete(".*", other);
-    // httplib 0.11 waits for a body until the read timeout when a POST/PUT/PATCH has neither
-    // Content-Length nor Transfer-Encoding (curl -X POST sends neither), then answers 400. By
-    // RFC 9112 such a request has an empty body: route it here, before httplib tries to read.
-    httplib::Server::HandlerWithResponse bodyless = [this, other](const Request& req,
-                                                                  Response& res) {
-      // Before anything else, and before a body is read: a request under a host name this
-      // server does not answer to is refused (DNS rebinding).
-      const std::string host = req.get_header_value("Host");
-      if (!host_allowed(host, settings.allowed_hosts)) {
-        send_error(res, error_code::forbidden,
-                   "host '" + host.substr(0, 100) +
-                       "' is not allowed; reach this server by IP address or localhost, or add "
-                       "the name to http.allowed_hosts");
-        return httplib::Server::HandlerResponse::Handled;
-      }
-      const bool expects_body =
-          req.method == "POST" || req.method == "PUT" || req.method == "PATCH";
-      if (!expects_body || req.has_header("Content-Length") ||
-          req.has_header("Transfer-Encoding")) {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      other(req, res);
-      return httplib::Server::HandlerResponse::Handled;
-    };
-    http.set_pre_routing_handler(std::move(bodyless));
-  }
-
-  void serve_static(const Request& req, Response& res) {
-    const bool api = req.path.rfind("/api/", 0) == 0 || req.path == "/api";
-    if (!api && static_fn) {
-      try {
-        static_request sr;
-        sr.method = req.method;
-        sr.path = req.path;
-        for (const auto& [k, v] : req.params)
-          sr.query.emplace(k, v);
-        for (const auto& [k, v] : req.headers) {
-          std::string lower = k;
-          std::transform(lower.begin(), lower.end(), lower.begin(),
-                         [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-          sr.headers.emplace(std::move(lower), v);
-        }
-        if (auto out = static_fn(sr)) {
-          res.status = out->status;
-          for (const auto& [k, v] : out->headers)
-            res.set_header(k, v);
-          res.set_content(out->body, out->content_type);
-          return;
-        }
-      } catch (...) {
-        const api_error e = classify(std::current_exception(), req);
-        send_error(res, e.code(), e.what());
-        return;
-      }
-    }
-    send_error(res, error_code::not_found, "no such endpoint: " + req.method + " " + req.path);
+    send_error(res, error_code::not_found,
+               "no such endpoint: " + req.method + " " + req.path.substr(0, 200));
+    return res;
   }
 
   // ---- data gathering ----
@@ -421,18 +453,27 @@ struct server::impl {
   // ---- handlers ----
 
   void add_routes() {
-    add("/health", "GET", [this](const Request&, Response& res, const std::smatch&) {
-      send_json(res, 200,
-                {{"status", "healthy"},
-                 {"uptime_s", uptime_s()},
-                 {"version", a.version},
-                 {"node_id", a.scheduler.node_id()}});
-    });
-    add("/ready", "GET", [this](const Request&, Response& res, const std::smatch&) { ready(res); });
-    add("/metrics", "GET",
-        [this](const Request&, Response& res, const std::smatch&) { metrics(res); });
+    // /health reads nothing that can block, so the I/O thread answers it at once; /ready waits
+    // for the database (at most about ready_timeout) on a lane of its own, never behind API
+    // calls on the request threads.
+    add_probe(
+        "/health",
+        [this](const request&, response& res, const route_args&) {
+          send_json(res, 200,
+                    {{"status", "healthy"},
+                     {"uptime_s", uptime_s()},
+                     {"version", a.version},
+                     {"node_id", a.scheduler.node_id()}});
+        },
+        lane::io);
+    add_probe(
+        "/ready", [this](const request&, response& res, const route_args&) { ready(res); },
+        lane::probe);
+    add_probe(
+        "/metrics", [this](const request&, response& res, const route_args&) { metrics(res); },
+        lane::worker);
 
-    add("/api/v1/pools", "GET", [this](const Request&, Response& res, const std::smatch&) {
+    add("/api/v1/pools", "GET", [this](const request&, response& res, const route_args&) {
       json list = json::array();
       for (const auto& s : all_pool_stats()) {
         json p = json_of(s);
@@ -442,7 +483,7 @@ struct server::impl {
       send_json(res, 200, {{"pools", std::move(list)}});
     });
     add("/api/v1/pools/history", "GET",
-        [this](const Request& req, Response& res, const std::smatch&) {
+        [this](const request& req, response& res, const route_args&) {
           std::optional<sched::time_point> since;
           if (const auto text = query_param(req, "since")) {
             try {
@@ -458,8 +499,9 @@ struct server::impl {
                     {{"interval_ms", history.interval().count()},
                      {"capacity", history.capacity()},
                      {"samples", std::move(samples)}});
-        });
-    add("/api/v1/scheduler", "GET", [this](const Request&, Response& res, const std::smatch&) {
+        },
+        {"since"});
+    add("/api/v1/scheduler", "GET", [this](const request&, response& res, const route_args&) {
       const auto status = a.scheduler.status();
       json node = json_of(status, steady_clock::now(), std::chrono::system_clock::now());
       json nodes = json::array();
@@ -476,37 +518,40 @@ struct server::impl {
                  {"leader", leader ? json(*leader) : json(nullptr)},
                  {"queues", std::move(queues)}});
     });
-    add("/api/v1/cycles", "GET", [this](const Request& req, Response& res, const std::smatch&) {
-      const int limit = limit_param(req);
-      send_json(res, 200, page("cycles", a.store.cycles(limit, before_param(req)), limit));
-    });
+    add("/api/v1/cycles", "GET",
+        [this](const request& req, response& res, const route_args&) {
+          const int limit = limit_param(req);
+          send_json(res, 200, page("cycles", a.store.cycles(limit, before_param(req)), limit));
+        },
+        {"limit", "before"});
 
-    add("/api/v1/tasks", "GET", [this](const Request& req, Response& res, const std::smatch&) {
-      sched::task_filter f;
-      f.type = query_param(req, "type");
-      f.name = query_param(req, "name");
-      if (const auto state = query_param(req, "state")) {
-        try {
-          f.state = sched::parse_task_state(*state);
-        } catch (const std::invalid_argument& e) {
-          throw api_error(error_code::bad_request, std::string("state: ") + e.what());
-        }
-      }
-      f.limit = limit_param(req);
-      f.before_id = before_param(req);
-      send_json(res, 200, page("tasks", a.store.list(f), f.limit));
-    });
+    add("/api/v1/tasks", "GET",
+        [this](const request& req, response& res, const route_args&) {
+          sched::task_filter f;
+          f.type = query_param(req, "type");
+          f.name = query_param(req, "name");
+          if (const auto state = query_param(req, "state")) {
+            try {
+              f.state = sched::parse_task_state(*state);
+            } catch (const std::invalid_argument& e) {
+              throw api_error(error_code::bad_request, std::string("state: ") + e.what());
+            }
+          }
+          f.limit = limit_param(req);
+          f.before_id = before_param(req);
+          send_json(res, 200, page("tasks", a.store.list(f), f.limit));
+        },
+        {"type", "name", "state", "limit", "before"});
     add("/api/v1/tasks", "POST",
-        [this](const Request& req, Response& res, const std::smatch&) { create(req, res); });
-    add(R"(/api/v1/tasks/(\d+))", "GET",
-        [this](const Request&, Response& res, const std::smatch& m) {
-          const auto id = path_id(m);
-          const auto t = a.store.get(id);
-          if (!t) throw api_error(error_code::not_found, "no task with id " + std::to_string(id));
-          send_json(res, 200, json_of(*t));
-        });
-    add(R"(/api/v1/tasks/(\d+)/runs)", "GET",
-        [this](const Request& req, Response& res, const std::smatch& m) {
+        [this](const request& req, response& res, const route_args&) { create(req, res); });
+    add("/api/v1/tasks/{id}", "GET", [this](const request&, response& res, const route_args& m) {
+      const auto id = path_id(m);
+      const auto t = a.store.get(id);
+      if (!t) throw api_error(error_code::not_found, "no task with id " + std::to_string(id));
+      send_json(res, 200, json_of(*t));
+    });
+    add("/api/v1/tasks/{id}/runs", "GET",
+        [this](const request& req, response& res, const route_args& m) {
           const auto id = path_id(m);
           const int limit = limit_param(req);
           const auto before = before_param(req);
@@ -514,17 +559,17 @@ struct server::impl {
             throw api_error(error_code::not_found, "no task with id " + std::to_string(id));
           }
           send_json(res, 200, page("runs", a.store.runs(id, limit, before), limit));
-        });
+        },
+        {"limit", "before"});
     for (const auto& action : actions) {
-      add(std::string(R"(/api/v1/tasks/(\d+)/)") + action.name, "POST",
-          [this, &action](const Request& req, Response& res, const std::smatch& m) {
+      add(std::string("/api/v1/tasks/{id}/") + action.name, "POST",
+          [this, &action](const request& req, response& res, const route_args& m) {
             change(req, res, m, action);
           });
     }
-    install_routes();
   }
 
-  void ready(Response& res) {
+  void ready(response& res) {
     std::vector<std::pair<std::string, check_result>> checks;
     checks.emplace_back("pools", pressure.check(all_pool_stats(), steady_clock::now()));
     checks.emplace_back("scheduler",
@@ -536,7 +581,7 @@ struct server::impl {
     send_json(res, ok ? 200 : 503, body);
   }
 
-  void metrics(Response& res) {
+  void metrics(response& res) {
     metrics_snapshot m;
     m.version = a.version;
     m.uptime_s = uptime_s();
@@ -547,6 +592,8 @@ struct server::impl {
       m.last_cycle_age_s = std::chrono::duration<double>(now - m.scheduler.last_cycle_at).count();
     }
     m.server = history.latest();
+    m.http = http.stats();
+    m.http_max_connections = settings.max_connections;
     // The scrape must not queue behind the scheduler for the lane: read the tables only when
     // a connection is idle, or can be opened and the last attempt to open one worked.
     const auto lane = a.lane.stats();
@@ -571,7 +618,7 @@ struct server::impl {
     res.set_header("Cache-Control", "no-store");
   }
 
-  void create(const Request& req, Response& res) {
+  void create(const request& req, response& res) {
     const sched::task_spec spec = task_spec_from_json(std::string_view(req.body), a.type_defaults);
     if (a.validate_payload) {
       try {
@@ -587,7 +634,7 @@ struct server::impl {
     send_json(res, 201, t ? json_of(*t) : json{{"id", id}});
   }
 
-  void change(const Request& req, Response& res, const std::smatch& m, const action_info& action) {
+  void change(const request& req, response& res, const route_args& m, const action_info& action) {
     const auto id = path_id(m);
     const std::string name = action.name;
     sched::change_result result{};
@@ -638,63 +685,24 @@ void server::set_static_handler(static_handler handler) {
 
 void server::start() {
   impl& d = *impl_;
-  const std::scoped_lock lock(d.lifecycle_mutex);
-  if (d.thread.joinable()) return;
-  const auto& s = d.settings;
-  errno = 0;
-  int port = -1;
-  if (s.port == 0) {
-    port = d.http.bind_to_any_port(s.address);
-  } else if (d.http.bind_to_port(s.address, s.port)) {
-    port = s.port;
-  }
-  if (port < 0) {
-    const int err = errno;
-    throw std::runtime_error(
-        "http: cannot listen on " + s.address + ":" + std::to_string(s.port) + ": " +
-        (err != 0 ? std::generic_category().message(err) : std::string("bind failed")) +
-        " (is another process using the port? set http.address/http.port)");
-  }
-  d.bound_port = port;
-  {
-    const std::scoped_lock done_lock(d.done_mutex);
-    d.listen_done = false;
-  }
-  d.thread = std::thread([&d] {
-    d.http.listen_after_bind();
-    {
-      const std::scoped_lock done_lock(d.done_mutex);
-      d.listen_done = true;
-    }
-    d.done_cv.notify_all();
-  });
-  // The socket is already listening (bind_to_port listens), so clients can connect now; stop()
-  // copes with the accept loop not having started yet.
+  d.http.start();  // throws when the address cannot be bound; idempotent
   d.history.start();
-  log(log_level::info, "http", "listening on " + s.address + ":" + std::to_string(port));
+  log(log_level::info, "http",
+      "listening on " + d.settings.address + ":" + std::to_string(d.http.port()));
 }
 
 void server::stop() {
   impl& d = *impl_;
-  const std::scoped_lock lock(d.lifecycle_mutex);
-  if (d.thread.joinable()) {
-    // httplib's stop() does nothing until the accept loop has set its running flag, so a stop()
-    // racing a start() is repeated until the loop is seen to end.
-    for (;;) {
-      d.http.stop();
-      std::unique_lock done_lock(d.done_mutex);
-      if (d.done_cv.wait_for(done_lock, std::chrono::milliseconds(50),
-                             [&d] { return d.listen_done; })) {
-        break;
-      }
-    }
-    d.thread.join();
-  }
+  d.http.stop();
   d.history.stop();
 }
 
 int server::port() const noexcept {
-  return impl_->bound_port;
+  return impl_->http.port();
+}
+
+transport_stats server::connection_stats() const noexcept {
+  return impl_->http.stats();
 }
 
 const server_settings& server::settings() const noexcept {

@@ -7,10 +7,15 @@
 // Security: mutating calls (POST, PUT, PATCH, DELETE) need "Authorization: Bearer <token>";
 // with no token configured they are refused. No response carries a conninfo or the token.
 //
-// Thread-safety: requests are served concurrently by the server's threads; everything they
-// touch through `app` is thread-safe. set_static_handler() only before start(); start(), stop()
-// and port() from any thread. stop() is idempotent, safe before start(), and returns once no
-// request is being served and the history sampler has stopped.
+// Transport: http/transport.hpp, an event-driven HTTP/1.1 server that bounds every client's
+// header, body, time and connection (the limits below; docs/api.md#limits). /health is answered
+// on the I/O thread and /ready on a lane of its own, so both answer while the request threads
+// are busy or every other connection is slow.
+//
+// Thread-safety: requests are served concurrently by the request threads; everything they
+// touch through `app` is thread-safe. set_static_handler() only before start(); start(), stop(),
+// port() and connection_stats() from any thread. stop() is idempotent, safe before start(), and
+// returns once no request is being served and the history sampler has stopped.
 // Throws: start() throws std::runtime_error when the address cannot be bound (port taken,
 // address not local, ...), naming the address and the reason.
 
@@ -26,6 +31,7 @@
 #include <vector>
 
 #include "http/history.hpp"
+#include "http/transport.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/scheduler.hpp"
@@ -37,7 +43,16 @@ struct server_settings {
   std::string address = "127.0.0.1";
   int port = 8080;    // 0: the operating system picks a free port (see server::port())
   std::string token;  // bearer token for mutating calls; empty: mutating calls are refused
-  std::size_t max_body_bytes = std::size_t{1} << 20;          // larger request bodies get 413
+  std::size_t max_body_bytes = std::size_t{1} << 20;  // larger request bodies get 413
+  // The other limits on clients; transport_limits has the defaults, docs/api.md what each does.
+  std::size_t max_connections = transport_limits{}.max_connections;
+  std::size_t max_header_bytes = transport_limits{}.max_header_bytes;  // larger headers get 431
+  std::size_t max_header_count = transport_limits{}.max_header_count;  // more fields get 431
+  std::size_t max_buffered_body_bytes = transport_limits{}.max_buffered_body_bytes;
+  std::chrono::milliseconds header_timeout = transport_limits{}.header_timeout;
+  std::chrono::milliseconds body_timeout = transport_limits{}.body_timeout;
+  std::chrono::milliseconds idle_timeout = transport_limits{}.idle_timeout;
+  std::chrono::milliseconds write_timeout = transport_limits{}.write_timeout;
   std::chrono::milliseconds history = std::chrono::hours(1);  // pool history kept in memory
   std::chrono::milliseconds sample_interval = std::chrono::seconds(5);
   // How long /ready waits for a lane connection before the database check fails.
@@ -105,6 +120,8 @@ class server {
   [[nodiscard]] int port() const noexcept;
   [[nodiscard]] const server_settings& settings() const noexcept;
   [[nodiscard]] const pool_history& history() const noexcept;
+  // Connection and request counters of the transport.
+  [[nodiscard]] transport_stats connection_stats() const noexcept;
 
  private:
   struct impl;

@@ -63,15 +63,19 @@ int small_integer(const json& v, std::string_view field, int lo, int hi) {
   return static_cast<int>(integer(v, field, lo, hi));
 }
 
-const std::string& string_field(const json& v, std::string_view field) {
-  if (!v.is_string()) bad(std::string(field) + ": expected a string, got " + kind_of(v));
-  return v.get_ref<const std::string&>();
-}
-
 // Text the database stores as text or jsonb cannot hold NUL: libpq would cut the string short
 // and jsonb refuses \u0000.
 bool has_nul(std::string_view s) {
   return s.find('\0') != std::string_view::npos;
+}
+
+// A string field; NUL is refused here, for every field, so that no message quoting the value
+// (or the database) ever sees it.
+const std::string& string_field(const json& v, std::string_view field) {
+  if (!v.is_string()) bad(std::string(field) + ": expected a string, got " + kind_of(v));
+  const auto& text = v.get_ref<const std::string&>();
+  if (has_nul(text)) bad(std::string(field) + ": must not contain NUL characters (\\u0000)");
+  return text;
 }
 
 bool any_nul(const json& value) {
@@ -153,7 +157,7 @@ sched::schedule interval_schedule(const json& s) {
 sched::schedule schedule_from(const json& s) {
   if (s.is_string()) {
     try {
-      return sched::schedule::parse(s.get_ref<const std::string&>());
+      return sched::schedule::parse(string_field(s, "schedule"));
     } catch (const sched::schedule_error& e) {
       bad(under("schedule", e.what()));
     }
@@ -219,9 +223,7 @@ sched::task_spec task_spec_from_json(const json& body, const spec_defaults& defa
   if (defaults) defaults(spec);
 
   if (const auto name = body.find("name"); name != body.end() && !name->is_null()) {
-    const std::string& n = string_field(*name, "name");
-    if (has_nul(n)) bad("name: must not contain NUL characters");
-    spec.name = n;
+    spec.name = string_field(*name, "name");
   }
 
   if (const auto payload = body.find("payload"); payload != body.end()) {

@@ -5,7 +5,7 @@
 #   run_fuzzers.sh build SOURCE_DIR FUZZ_BUILD_DIR
 #       configure and build tests/fuzz in FUZZ_BUILD_DIR (ccache is used when installed)
 #   run_fuzzers.sh run SOURCE_DIR FUZZ_BUILD_DIR TARGET [SECONDS]
-#       fuzz TARGET (cron, config, task_spec) for SECONDS (default 25, or $SLUICE_FUZZ_SECONDS)
+#       fuzz TARGET (cron, config, task_spec, http_request) for SECONDS (default 25, or $SLUICE_FUZZ_SECONDS)
 #       starting from tests/fuzz-corpus/TARGET. The corpus in the repository is only read: new
 #       inputs go to FUZZ_BUILD_DIR/corpus/TARGET, crashes to FUZZ_BUILD_DIR/artifacts/TARGET/.
 #   run_fuzzers.sh all SOURCE_DIR FUZZ_BUILD_DIR [SECONDS]
@@ -85,7 +85,7 @@ case $cmd in
   all)
     (($# >= 3)) || die "usage: $0 all SOURCE_DIR FUZZ_BUILD_DIR [SECONDS]"
     build "$2" "$3"
-    for t in cron config task_spec; do run "$2" "$3" "$t" "${4:-}"; done
+    for t in cron config task_spec http_request; do run "$2" "$3" "$t" "${4:-}"; done
     ;;
   *) die "usage: $0 build|run|all ... (see the comment at the top)" ;;
 esac

@@ -788,6 +788,12 @@ TEST_F(Daemon, MetricsCarryEveryFamily) {
                      "(scripts/bootstrap does)";
   }
 
+  // The HTTP API's own connections: this scrape's at least.
+  EXPECT_GE(*e.value("sluice_http_connections"), 1);
+  EXPECT_EQ(e.value("sluice_http_max_connections"), 1024);
+  EXPECT_GE(*e.value("sluice_http_requests_total"), 1);
+  EXPECT_TRUE(e.value("sluice_http_connections_dropped_total", {{"reason", "evicted"}}));
+
   // Per pool: connections by state, max, waiting, the acquire-wait histogram, timeouts, refusals.
   for (const char* p : {"work", "other", "scheduler"}) {
     SCOPED_TRACE(p);

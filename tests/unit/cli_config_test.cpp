@@ -148,6 +148,14 @@ TEST(Config, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.http.port, 8080);
   EXPECT_EQ(c.http.token, "");
   EXPECT_EQ(c.http.max_body_bytes, 1024u * 1024u);
+  EXPECT_EQ(c.http.max_connections, 1024u);
+  EXPECT_EQ(c.http.max_header_bytes, 16u * 1024u);
+  EXPECT_EQ(c.http.max_header_count, 100u);
+  EXPECT_EQ(c.http.max_buffered_body_bytes, 64u * 1024u * 1024u);
+  EXPECT_EQ(c.http.header_timeout, 10s);
+  EXPECT_EQ(c.http.body_timeout, 30s);
+  EXPECT_EQ(c.http.idle_timeout, 60s);
+  EXPECT_EQ(c.http.write_timeout, 30s);
   EXPECT_EQ(c.http.history, 1h);
   EXPECT_EQ(c.http.sample_interval, 5s);
   EXPECT_TRUE(c.http.allowed_hosts.empty());
@@ -231,6 +239,14 @@ address = "0.0.0.0"
 port = 9090
 token = "0123456789abcdef0123"
 max_body_bytes = "2MiB"
+max_connections = 200
+max_header_bytes = "32KiB"
+max_header_count = 50
+max_buffered_body_bytes = "16MiB"
+header_timeout = "5s"
+body_timeout = "20s"
+idle_timeout = "2m"
+write_timeout = 15
 history = "30m"
 sample_interval = "10s"
 allowed_hosts = ["sched.internal", "*"]
@@ -317,6 +333,14 @@ TEST(Config, EverySectionIsRead) {
   EXPECT_EQ(c.http.port, 9090);
   EXPECT_EQ(c.http.token, "0123456789abcdef0123");
   EXPECT_EQ(c.http.max_body_bytes, 2u * 1024u * 1024u);
+  EXPECT_EQ(c.http.max_connections, 200u);
+  EXPECT_EQ(c.http.max_header_bytes, 32u * 1024u);
+  EXPECT_EQ(c.http.max_header_count, 50u);
+  EXPECT_EQ(c.http.max_buffered_body_bytes, 16u * 1024u * 1024u);
+  EXPECT_EQ(c.http.header_timeout, 5s);
+  EXPECT_EQ(c.http.body_timeout, 20s);
+  EXPECT_EQ(c.http.idle_timeout, 2min);
+  EXPECT_EQ(c.http.write_timeout, 15s);
   EXPECT_EQ(c.http.history, 30min);
   EXPECT_EQ(c.http.sample_interval, 10s);
   EXPECT_EQ(c.http.allowed_hosts, (std::vector<std::string>{"sched.internal", "*"}));
@@ -379,6 +403,13 @@ TEST(Config, OutOfRangeValuesAreRefused) {
   parse_error("[pools.platform]\nstatement_cache = 100001\n", "must be between 0 and 100000");
   parse_error("[http]\nport = 70000\n", "http.port: must be between 0 and 65535");
   parse_error("[http]\nmax_body_bytes = 10\n", "must be between 1024 and");
+  parse_error("[http]\nmax_connections = 0\n", "http.max_connections: must be between 16 and");
+  parse_error("[http]\nmax_header_count = 2\n", "http.max_header_count: must be between 8");
+  parse_error("[http]\nmax_header_bytes = \"2MiB\"\n", "http.max_header_bytes");
+  parse_error("[http]\nheader_timeout = \"10ms\"\n", "http.header_timeout: must be between");
+  parse_error("[http]\nidle_timeout = \"2h\"\n", "http.idle_timeout: must be between");
+  parse_error("[http]\nmax_body_bytes = \"2MiB\"\nmax_buffered_body_bytes = \"1MiB\"\n",
+              "must be at least max_body_bytes");
   parse_error("[http]\nhistory = \"7d\"\nsample_interval = \"100ms\"\n", "samples per pool");
   parse_error("[scheduler]\nworkers = 0\n", "scheduler.workers: must be between 1 and 1024");
   parse_error("[scheduler]\nheartbeat_interval = \"5s\"\nnode_expiry = \"6s\"\n",

@@ -86,6 +86,17 @@ http::metrics_snapshot make_snapshot() {
   server.max_connections = 100;
   server.connections = {{"sluice/default", 4}, {"sluice/lane", 2}};
   m.server = server;
+  http::transport_stats t;
+  t.open = 12;
+  t.accepted = 500;
+  t.requests = 900;
+  t.evicted = 7;
+  t.reserved = 2;
+  t.refused = 1;
+  t.timed_out = 30;
+  t.bad_requests = 4;
+  m.http = t;
+  m.http_max_connections = 1024;
   return m;
 }
 
@@ -106,6 +117,16 @@ TEST(HttpMetrics, CarriesTheSnapshotsValues) {
   EXPECT_EQ(e.value("sluice_build_info", {{"version", "1.2.3"}}), 1);
   EXPECT_EQ(e.value("sluice_uptime_seconds"), 42.5);
   EXPECT_EQ(e.value("sluice_metrics_database_ok"), 1);
+
+  EXPECT_EQ(e.value("sluice_http_connections"), 12);
+  EXPECT_EQ(e.value("sluice_http_max_connections"), 1024);
+  EXPECT_EQ(e.value("sluice_http_connections_accepted_total"), 500);
+  EXPECT_EQ(e.value("sluice_http_connections_dropped_total", {{"reason", "evicted"}}), 7);
+  EXPECT_EQ(e.value("sluice_http_connections_dropped_total", {{"reason", "refused"}}), 1);
+  EXPECT_EQ(e.value("sluice_http_connections_dropped_total", {{"reason", "timed_out"}}), 30);
+  EXPECT_EQ(e.value("sluice_http_connections_reserved_total"), 2);
+  EXPECT_EQ(e.value("sluice_http_requests_total"), 900);
+  EXPECT_EQ(e.value("sluice_http_malformed_requests_total"), 4);
 
   EXPECT_EQ(e.value("sluice_pool_connections", {{"pool", "default"}, {"state", "idle"}}), 3);
   EXPECT_EQ(e.value("sluice_pool_connections", {{"pool", "default"}, {"state", "in_use"}}), 4);
