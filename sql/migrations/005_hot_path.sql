@@ -57,7 +57,7 @@ DROP INDEX cycles_started;
 CREATE INDEX cycles_started ON cycles USING brin (started_at);
 
 -- The claimer's cycle (src/sched/scheduler.cpp, run_cycle): claims due tasks for node p_node
--- (incarnation p_incarnation), at most p_counts[k] of type p_types[k] (past the watermark
+-- (incarnation p_incarnation), p_room at most and at most p_counts[k] of type p_types[k] (past the watermark
 -- p_after_*[k] when it is set: the priority, due time and id of the last task the previous claim
 -- of that type took), records the cycle (a
 -- cycles row of kind 'claim') and bumps the counters (stats shard p_shard), in one statement.
@@ -73,31 +73,41 @@ CREATE INDEX cycles_started ON cycles USING brin (started_at);
 --  - Counter rows are written in (metric, type) order, as every statement that writes them does.
 CREATE FUNCTION engine_claim(p_node text, p_types text[], p_counts int4[], p_incarnation bigint,
                              p_shard integer, p_after_priority int4[], p_after_run_at timestamptz[],
-                             p_after_id int8[])
+                             p_after_id int8[], p_room integer)
 RETURNS SETOF tasks LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   due_ids int8[] := '{}';
+  got int8[];
+  types integer := coalesce(array_length(p_types, 1), 0);
+  room integer := p_room;
+  n integer;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-  FOR k IN 1 .. coalesce(array_length(p_types, 1), 0) LOOP
+  -- The room is shared: each type asks for its fair share of what is left, and what a type does
+  -- not use (fewer tasks due, or its limit p_counts[k]) passes on to the types after it.
+  FOR k IN 1 .. types LOOP
+    EXIT WHEN room <= 0;
+    n := least(p_counts[k], greatest(1, (room + types - k) / (types - k + 1)));
     IF p_after_id[k] IS NULL THEN
-      due_ids := due_ids || ARRAY(
+      got := ARRAY(
         SELECT x.id FROM tasks x
         WHERE x.type = p_types[k] AND x.state IN ('scheduled', 'available', 'retryable')
           AND x.next_run_at <= now()
-        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT p_counts[k] FOR UPDATE SKIP LOCKED);
+        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT n FOR UPDATE SKIP LOCKED);
     ELSE
       -- Past the watermark: the index scan starts where the last claim of this type ended,
       -- instead of walking the entries that claims left behind at the head of tasks_claim
       -- (dead until vacuum removes them; hundreds of thousands after a large burst).
-      due_ids := due_ids || ARRAY(
+      got := ARRAY(
         SELECT x.id FROM tasks x
         WHERE x.type = p_types[k] AND x.state IN ('scheduled', 'available', 'retryable')
           AND x.priority = p_after_priority[k]
           AND (x.next_run_at, x.id) > (p_after_run_at[k], p_after_id[k])
           AND x.next_run_at <= now()
-        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT p_counts[k] FOR UPDATE SKIP LOCKED);
+        ORDER BY x.priority DESC, x.next_run_at, x.id LIMIT n FOR UPDATE SKIP LOCKED);
     END IF;
+    due_ids := due_ids || got;
+    room := room - coalesce(array_length(got, 1), 0);
   END LOOP;
   RETURN QUERY
   WITH claimed AS (
@@ -137,6 +147,6 @@ END $$;
 DO $$
 BEGIN
   EXECUTE format('ALTER FUNCTION engine_claim(text, text[], int4[], bigint, integer, int4[],'
-                 ' timestamptz[], int8[])'
+                 ' timestamptz[], int8[], integer)'
                  ' SET search_path = %I, pg_temp', current_schema());
 END $$;

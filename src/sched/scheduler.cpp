@@ -609,15 +609,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       if (cap > 0) caps.emplace_back(type, cap);
     }
     if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
-    // The room is shared: each type gets its fair share of what is left, and what a type cannot
-    // take (its limit) passes on to the types after it.
-    for (std::size_t k = 0; k < caps.size() && room > 0; ++k) {
-      const int remaining_types = static_cast<int>(caps.size() - k);
-      const int share = std::max(1, (room + remaining_types - 1) / remaining_types);
-      const int n = std::min(caps[k].second, share);
-      limits.emplace_back(caps[k].first, n);
-      room -= n;
-    }
+    // The room is shared between the types in this order by the claim itself (engine_claim):
+    // each gets its fair share of what is left, and what one does not use passes on.
+    claim_room_ = room;
+    if (room > 0) limits = std::move(caps);
     return limits;
   }
 
@@ -626,9 +621,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     std::vector<std::pair<std::string, int>> limits;
     std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
     const bool reconcile = reconcile_claims_;
+    int room = 0;
     {
       const std::scoped_lock lock(mutex_);
       limits = claim_limits_locked();
+      room = claim_room_;
       if (reconcile) {
         for (const auto& rt : running_)
           known.insert(rt->t.id);
@@ -697,7 +694,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           }
         }
         const auto res = c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_,
-                                        shard_, after_priority, after_run_at, after_id);
+                                        shard_, after_priority, after_run_at, after_id, room);
         std::map<std::string, claim_mark> last;  // per type, the last row in claim order
         for (const auto row : res) {
           auto rt = std::make_shared<running_task>();
@@ -715,8 +712,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           }
           claimed.push_back(std::move(rt));
         }
-        for (const auto& [type, n] : limits)
-          full_batch = full_batch || claimed_by_type[type] >= n;
+        // Full when some type took its whole share (the same shares as engine_claim's).
+        int left = room;
+        const int count = static_cast<int>(limits.size());
+        for (int k = 0; k < count && left > 0; ++k) {
+          const auto& [type, cap] = limits[static_cast<std::size_t>(k)];
+          const int share = std::min(cap, std::max(1, (left + count - k - 1) / (count - k)));
+          const int got = claimed_by_type[type];
+          full_batch = full_batch || got >= share;
+          left -= got;
+        }
         for (const auto& [type, m] : last)
           marks_[type] = m;
         // Hand the claims to the workers before asking when the next task is due.
@@ -1137,6 +1142,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       return id < other.id;
     }
   };
+  int claim_room_ = 0;  // the room claim_limits_locked() found; guarded by mutex_
   static constexpr int sweep_every = 8;
   static constexpr milliseconds sweep_gap{100};
   static constexpr milliseconds sweep_max_gap{1000};
