@@ -571,7 +571,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // How many tasks of each type this cycle may claim: the free places (workers plus the
   // adaptive prefetch, minus what is queued or running) shared fairly between the types, each
   // within its own concurrency limit. Empty when there is no room.
-  std::vector<std::pair<std::string, int>> claim_limits_locked() {
+  std::vector<std::pair<std::string, int>> claim_limits_locked(int& room_out) {
     std::vector<std::pair<std::string, int>> limits;
     if (state_ != scheduler_state::running || superseded_) return limits;
     int outstanding_total = 0;
@@ -611,7 +611,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
     // The room is shared between the types in this order by the claim itself (engine_claim):
     // each gets its fair share of what is left, and what one does not use passes on.
-    claim_room_ = room;
+    room_out = room;
     if (room > 0) limits = std::move(caps);
     return limits;
   }
@@ -624,8 +624,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     int room = 0;
     {
       const std::scoped_lock lock(mutex_);
-      limits = claim_limits_locked();
-      room = claim_room_;
+      limits = claim_limits_locked(room);
       if (reconcile) {
         for (const auto& rt : running_)
           known.insert(rt->t.id);
@@ -1142,7 +1141,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       return id < other.id;
     }
   };
-  int claim_room_ = 0;  // the room claim_limits_locked() found; guarded by mutex_
   static constexpr int sweep_every = 8;
   static constexpr milliseconds sweep_gap{100};
   static constexpr milliseconds sweep_max_gap{1000};

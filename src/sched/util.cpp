@@ -58,11 +58,6 @@ std::string json_quote(std::string_view text) {
   return out;
 }
 
-std::string json_time(const std::optional<time_point>& t) {
-  if (!t) return "null";
-  return "\"" + pg::format_timestamp(*t) + "\"";
-}
-
 task row_to_task(const pg::row& r) {
   task t;
   int c = 0;

@@ -16,8 +16,6 @@ std::string with_schema(std::string_view sql, std::string_view schema);
 
 // JSON string literal (with quotes) for `text`.
 std::string json_quote(std::string_view text);
-// RFC 3339 UTC timestamp with microseconds, as a JSON string literal; "null" for nullopt.
-std::string json_time(const std::optional<time_point>& t);
 
 task row_to_task(const pg::row& r);
 
