@@ -733,11 +733,12 @@ daemon_config parse_text(std::string_view text, std::string source,
                                   format_duration(ss.poll_interval) + "), got " +
                                   format_duration(ss.idle_poll_max));
   }
-  if (ss.node_expiry < 2 * ss.heartbeat_interval) {
-    sch.fail("node_expiry", "must be at least twice heartbeat_interval (" +
-                                format_duration(2 * ss.heartbeat_interval) + "), got " +
+  if (ss.node_expiry < ss.heartbeat_interval * 3 / 2) {
+    sch.fail("node_expiry", "must be at least 1.5 times heartbeat_interval (" +
+                                format_duration(ss.heartbeat_interval * 3 / 2) + "), got " +
                                 format_duration(ss.node_expiry) +
-                                ": a node that misses one heartbeat is not dead yet");
+                                ": a node whose heartbeat is late by half an interval is not "
+                                "dead yet");
   }
   section conc = sch.table("concurrency");
   conc.accept_all();

@@ -2,8 +2,9 @@
 //   claimer    claims due tasks into the local queue (one statement per cycle), watches timeouts
 //   completer  writes outcomes in batches on its own connection (sched/completer.cpp)
 //   workers    run handlers (a fixed number)
-//   listener   LISTENs for new tasks and wakes the claimer
+//   listener   LISTENs for new tasks and other nodes' heartbeats (sched/listener.cpp)
 //   heartbeat  renews the node row and the leader lease; the leader rescues dead nodes' tasks
+//              (sched/liveness.cpp)
 // The claimer and the completer each commit their own statement with its cycle row and counters,
 // so the log and the stats always agree with task_runs; what a run's outcome does to its task is
 // decided in sched/outcome.cpp. docs/scheduler.md draws the whole picture.
@@ -21,6 +22,8 @@
 #include <unistd.h>
 
 #include "sched/completer.hpp"
+#include "sched/listener.hpp"
+#include "sched/liveness.hpp"
 #include "sched/node_identity.hpp"
 #include "sched/outcome.hpp"
 #include "sched/queries.hpp"
@@ -170,11 +173,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     sql_complete_in_handler_ = with_schema(queries::complete_in_handler, sc);
     sql_own_claims_ = with_schema(queries::own_claims, sc);
     sql_next_due_ = with_schema(queries::next_due, sc);
-    sql_heartbeat_ = with_schema(queries::heartbeat, sc);
-    sql_node_row_ = with_schema(queries::node_row, sc);
-    sql_register_node_ = with_schema(queries::register_node, sc);
-    sql_take_over_ = with_schema(queries::take_over_claims, sc);
-    channel_ = sc + ".tasks";
   }
 
   void handle(const std::string& type, handler fn) {
@@ -195,8 +193,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       started_once_ = true;
     }
     store_.check_schema(true);
-    register_node();   // throws if another live process uses this node id
-    heartbeat_once();  // leadership; throws if the database is unusable
     types_.clear();
     for (const auto& [type, fn] : handlers_)
       types_.push_back(type);
@@ -204,6 +200,30 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     for (const auto& t : types_)
       types_array_ += (types_array_.size() > 1 ? "," : "") + json_quote(t);
     types_array_ += "}";
+    liveness_ = std::make_unique<detail::liveness>(
+        lane_, store_,
+        detail::liveness::settings{.schema = settings_.schema,
+                                   .node_id = settings_.node_id,
+                                   .host = host_,
+                                   .process_key = process_key_,
+                                   .incarnation = incarnation_,
+                                   .stats_shard = shard_,
+                                   .connection_budget = settings_.connection_budget,
+                                   .heartbeat_interval = settings_.heartbeat_interval,
+                                   .node_expiry = settings_.node_expiry,
+                                   .prune_interval = settings_.prune_interval,
+                                   .retention = {.runs = settings_.run_retention,
+                                                 .cycles = settings_.cycle_retention,
+                                                 .finished_tasks = settings_.task_retention},
+                                   .types_array = types_array_},
+        liveness_hooks());
+    // Throws if another live process uses this node id.
+    const int taken = liveness_->register_node();
+    {
+      const std::scoped_lock lock(mutex_);
+      counters_.rescued += static_cast<std::uint64_t>(taken);
+    }
+    liveness_->heartbeat_once();  // leadership; throws if the database is unusable
     {
       const std::scoped_lock lock(mutex_);
       state_ = scheduler_state::running;
@@ -224,8 +244,25 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     for (int i = 0; i < settings_.workers; ++i)
       workers_.emplace_back([self] { self->worker_loop(); });
     cycle_thread_ = std::thread([self] { self->cycle_loop(); });
-    heartbeat_thread_ = std::thread([self] { self->heartbeat_loop(); });
-    if (settings_.listen) listener_thread_ = std::thread([self] { self->listener_loop(); });
+    liveness_->start();
+    if (settings_.listen) {
+      listener_ = std::make_unique<detail::listener>(
+          lane_,
+          detail::listener::settings{
+              .conninfo = settings_.listen_conninfo.empty() ? lane_.config().conninfo
+                                                            : settings_.listen_conninfo,
+              .application_name = lane_.config().effective_application_name() + "/listen",
+              .connect_timeout = lane_.config().connect_timeout,
+              .tasks_channel = settings_.schema + ".tasks",
+              .nodes_channel = liveness_->nodes_channel(),
+              .incarnation = incarnation_,
+              .poll_interval = settings_.poll_interval},
+          detail::listener::hooks{
+              .wake = [this] { wake(); },
+              .heartbeat = [this](const std::string& node,
+                                  milliseconds expiry) { liveness_->heard(node, expiry); }});
+      listener_->start();
+    }
     log(log_level::info, "scheduler",
         "node " + settings_.node_id + " started with " + std::to_string(settings_.workers) +
             " workers for " + std::to_string(types_.size()) + " task types");
@@ -282,13 +319,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     if (cycle_thread_.joinable()) cycle_thread_.join();
     // The claimer is gone, so nothing is added any more: the completer writes what is left.
     completer_->stop();
-    {
-      const std::scoped_lock lock(mutex_);
-      threads_stop_ = true;
-    }
-    threads_cv_.notify_all();
-    if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-    if (listener_thread_.joinable()) listener_thread_.join();
+    if (listener_) listener_->stop();
     std::set<std::thread::id> stuck;
     {
       const std::scoped_lock lock(mutex_);
@@ -299,15 +330,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       // its own (it holds the engine alive and touches nothing but the engine's memory).
       if (w.joinable()) stuck.count(w.get_id()) != 0 ? w.detach() : w.join();
     }
-    try {
-      auto lease = lane_.acquire_for(milliseconds(2000));
-      lease->query(with_schema(queries::resign_leader, settings_.schema), settings_.node_id,
-                   incarnation_);
-      lease->query(with_schema(queries::deregister_node, settings_.schema), settings_.node_id,
-                   incarnation_);
-    } catch (const std::exception& e) {
-      log(log_level::warn, "scheduler", std::string("could not deregister the node: ") + e.what());
-    }
+    liveness_->stop();  // the last heartbeat, then the node resigns and deregisters
     {
       const std::scoped_lock lock(mutex_);
       state_ = scheduler_state::stopped;
@@ -334,8 +357,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     st.started_at = started_at_;
     st.last_error = last_error_.empty() ? completion_error_ : last_error_;
     st.superseded = superseded_.load();
-    st.listen_problem = listen_problem_;
-    st.listen_delivering = listening_.load() && listen_problem_.empty();
+    st.listen_problem = listener_ ? listener_->problem() : std::string();
+    st.listen_delivering = listener_ && listener_->delivering() && st.listen_problem.empty();
+    st.last_heartbeat_at = liveness_ ? liveness_->last_heartbeat() : steady_clock::time_point{};
     if (st.superseded && st.last_error.empty()) st.last_error = superseded_message_;
     st.workers = settings_.workers;
     st.running = 0;
@@ -356,6 +380,60 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   const std::string& node_id() const { return settings_.node_id; }
 
  private:
+  detail::liveness::hooks liveness_hooks() {
+    return {
+        .draining =
+            [this] {
+              const std::scoped_lock lock(mutex_);
+              return state_ == scheduler_state::draining;
+            },
+        .rescued =
+            [this](int n) {
+              const std::scoped_lock lock(mutex_);
+              counters_.rescued += static_cast<std::uint64_t>(n);
+              wake_locked();
+            },
+        // The heartbeat's look at the queue: the safety net for a notification that never came
+        // (and, while LISTEN works, the only look an idle node takes between its idle polls).
+        .next_due =
+            [this](std::optional<time_point> due) {
+              const auto now = system_clock::now();
+              const std::scoped_lock lock(mutex_);
+              due_hint_ = due;
+              due_hint_known_ = true;
+              if (!due) return;
+              if (*due <= now) {
+                wake_locked();
+                return;
+              }
+              const auto at = steady_clock::now() +
+                              std::chrono::duration_cast<steady_clock::duration>(*due - now);
+              if (at < next_wake_) {
+                next_wake_ = at;
+                cycle_cv_.notify_all();
+              }
+            },
+        // It stops claiming and says so, and the embedder (the daemon) decides what to do.
+        .superseded =
+            [this](const std::string& message) {
+              superseded_ = true;
+              {
+                const std::scoped_lock lock(mutex_);
+                last_error_ = message;
+                superseded_message_ = message;
+                leader_ = false;
+                release_queued_locked();
+              }
+              if (settings_.on_superseded) settings_.on_superseded(message);
+            },
+        .leadership =
+            [this](bool leader) {
+              const std::scoped_lock lock(mutex_);
+              leader_ = leader;
+            },
+    };
+  }
+
   int limit_for(const std::string& type) const {
     const auto it = settings_.concurrency.find(type);
     return it == settings_.concurrency.end() ? settings_.workers
@@ -504,6 +582,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
 
   void cycle_loop() {
     for (;;) {
+      bool woken = false;
       {
         std::unique_lock lock(mutex_);
         for (;;) {
@@ -527,9 +606,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           cycle_cv_.wait_until(lock, until);
           if (steady_clock::now() >= until) break;
         }
+        woken = wake_;
         wake_ = false;
       }
-      run_cycle();
+      run_cycle(woken);
     }
   }
 
@@ -617,7 +697,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   }
 
   // One cycle of the claimer: one statement that claims, records the cycle and counts it.
-  void run_cycle() {
+  // `woken`: something asked for this cycle (a notification, a free worker, a rescue); else the
+  // due time or the idle poll came.
+  void run_cycle(bool woken) {
     std::vector<std::pair<std::string, int>> limits;
     std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
     const bool reconcile = reconcile_claims_;
@@ -725,8 +807,22 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           marks_[type] = m;
         // Hand the claims to the workers before asking when the next task is due.
         hand_to_workers(claimed);
-        if (!full_batch)
+        // An idle poll that found nothing does not ask again when the next task is due: the
+        // heartbeat asked at most one interval ago (due_hint_), and whatever was added since
+        // then notified, which makes a woken cycle that asks.
+        // A hint that says "due now" after a claim that found nothing is stale: ask.
+        bool hint_will_do = false;
+        if (!woken && claimed_by_type.empty() && listener_ && listener_->delivering()) {
+          const std::scoped_lock lock(mutex_);
+          hint_will_do = due_hint_known_ && (!due_hint_ || *due_hint_ > system_clock::now());
+          if (hint_will_do) next_due = due_hint_;
+        }
+        if (!full_batch && !hint_will_do) {
           next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
+          const std::scoped_lock lock(mutex_);
+          due_hint_ = next_due;
+          due_hint_known_ = true;
+        }
       }
     } catch (const std::exception& e) {
       error = e.what();
@@ -770,7 +866,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     // When to look again: at once if a batch came back full, else at the next due time, within
     // the poll interval, which doubles while nothing happens (NOTIFY wakes us meanwhile).
     const bool busy = claimed_n > 0;
-    const bool listening = listening_.load();
+    const bool listening = listener_ && listener_->delivering();
     current_poll_ = busy || !listening
                         ? settings_.poll_interval
                         : std::min(current_poll_ * 2,
@@ -813,321 +909,16 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
 
   // ---- node registration: one live process per node id ----
 
-  std::optional<std::string> process_key_or_null() const {
-    return process_key_.empty() ? std::nullopt : std::optional<std::string>(process_key_);
-  }
-
-  // Registers this process as the node's new incarnation. A row under the same id that still
-  // looks alive belongs either to a predecessor that died without deregistering (killed, crashed:
-  // typical for a stable node id that systemd or Kubernetes restarts at once) or to a second live
-  // process given the same id by mistake. On the same machine /proc tells which at once; otherwise
-  // the row's heartbeat does: it moves within the other process's heartbeat interval if that
-  // process lives, and expires if not. A live one is refused; a dead one's claims are taken over
-  // in the registration's transaction, so they are back in the queue before this node claims.
-  void register_node() {
-    std::optional<time_point> first_heartbeat;  // the other row's heartbeat when first seen
-    bool told_wait = false;
-    for (;;) {
-      auto lease = lane_.acquire();
-      pg::connection& c = lease.conn();
-      pg::transaction tx(c);
-      c.query_cached(queries::node_start_lock, settings_.schema + ".node:" + settings_.node_id);
-      const auto row = c.query_cached(sql_node_row_, settings_.node_id);
-      if (!row.empty() && row[0].get<bool>("alive")) {
-        const auto r = row[0];
-        const std::string other =
-            "host " + r.get<std::string>("host") + ", pid " + std::to_string(r.get<int>("pid"));
-        const auto heartbeat = r.get<time_point>("heartbeat_at");
-        const auto age_ms = r.get<std::int64_t>("heartbeat_age_ms");
-        const auto refuse = [&] {
-          return node_id_conflict(
-              "node id '" + settings_.node_id + "' is in use by a running process (" + other +
-              ", last heartbeat " + std::to_string(age_ms) +
-              " ms ago): two processes cannot share a node id. Give each process its own node "
-              "id (scheduler.node_id; leave it empty for a generated one) or stop the other "
-              "process first");
-        };
-        switch (
-            detail::liveness_of(r.get<std::optional<std::string>>("process_key").value_or(""))) {
-          case detail::process_liveness::alive:
-            throw refuse();
-          case detail::process_liveness::gone:
-            log(log_level::info, "scheduler",
-                "node " + settings_.node_id + ": the previous process (" + other +
-                    ") has exited; taking over its claims");
-            break;
-          case detail::process_liveness::unknown: {
-            if (first_heartbeat && heartbeat != *first_heartbeat) throw refuse();
-            if (!first_heartbeat) first_heartbeat = heartbeat;
-            if (!told_wait) {
-              told_wait = true;
-              log(log_level::info, "scheduler",
-                  "node " + settings_.node_id + " was registered by another process (" + other +
-                      ") that this machine cannot see; waiting up to " +
-                      std::to_string(r.get<std::int64_t>("expires_in_ms")) +
-                      " ms for its heartbeat to show whether it still runs");
-            }
-            tx.rollback();
-            lease = {};
-            std::this_thread::sleep_for(milliseconds(100));
-            continue;
-          }
-        }
-      }
-      c.query_cached(sql_register_node_, settings_.node_id, host_, static_cast<int>(getpid()),
-                     std::string(version_string),
-                     static_cast<std::int64_t>(settings_.node_expiry.count()),
-                     settings_.connection_budget, incarnation_, process_key_or_null());
-      const int taken =
-          c.query_cached(sql_take_over_, settings_.node_id, incarnation_, shard_).one<int>();
-      tx.commit();
-      if (taken > 0) {
-        log(log_level::warn, "scheduler",
-            "node " + settings_.node_id + " took over " + std::to_string(taken) +
-                " tasks that its previous process had claimed: they are back in the queue");
-        const std::scoped_lock lock(mutex_);
-        counters_.rescued += static_cast<std::uint64_t>(taken);
-      }
-      return;
-    }
-  }
-
-  // Another process registered under this node id after this one (its start found this one's
-  // heartbeat late enough to look dead: the process was stopped, or cut off from the database).
-  // It rescued this process's claims, so nothing this process holds can complete any more; it
-  // stops claiming and says so, and the embedder (the daemon) decides what to do.
-  void superseded(pg::connection& c) {
-    if (superseded_.exchange(true)) return;
-    std::string other = "another process";
-    try {
-      const auto row = c.query_cached(sql_node_row_, settings_.node_id);
-      if (!row.empty()) {
-        other += " (host " + row[0].get<std::string>("host") + ", pid " +
-                 std::to_string(row[0].get<int>("pid")) + ")";
-      }
-    } catch (const std::exception&) {
-      // The message below is complete without the other process's address.
-    }
-    const std::string message =
-        "node " + settings_.node_id + " was taken over by " + other +
-        " registered under the same node id while this process could not renew its heartbeat; "
-        "this process no longer claims tasks and its running tasks cannot complete (their claims "
-        "were rescued)";
-    log(log_level::error, "scheduler", message);
-    {
-      const std::scoped_lock lock(mutex_);
-      last_error_ = message;
-      superseded_message_ = message;
-      leader_ = false;
-      release_queued_locked();
-    }
-    if (settings_.on_superseded) settings_.on_superseded(message);
-  }
-
-  // ---- heartbeat, leadership, rescue, pruning ----
-
-  int heartbeat_once() {
-    auto lease = lane_.acquire();
-    std::string state;
-    {
-      const std::scoped_lock lock(mutex_);
-      state = state_ == scheduler_state::draining ? "draining" : "running";
-    }
-    const auto res = lease->query_cached(
-        sql_heartbeat_, settings_.node_id, host_, static_cast<int>(getpid()),
-        std::string(version_string), static_cast<std::int64_t>(settings_.node_expiry.count()),
-        settings_.connection_budget, state, shard_, incarnation_, process_key_or_null());
-    if (res[0].get<int>("registered") == 0) {
-      superseded(lease.conn());
-      return 0;
-    }
-    const bool leader = res[0].get<int>("leader") == 1;
-    const int rescued = res[0].get<int>("rescued");
-    {
-      const std::scoped_lock lock(mutex_);
-      if (leader != leader_) {
-        log(log_level::info, "scheduler",
-            "node " + settings_.node_id +
-                (leader ? " is now the leader" : " is no longer the leader"));
-      }
-      leader_ = leader;
-      counters_.rescued += static_cast<std::uint64_t>(rescued);
-      if (rescued > 0) wake_locked();
-    }
-    if (rescued > 0) {
-      log(log_level::warn, "scheduler",
-          "rescued " + std::to_string(rescued) + " tasks of nodes that stopped responding");
-    }
-    return rescued;
-  }
-
-  // One round of retention (leader only), on the heartbeat thread: it gets half a heartbeat
-  // interval, so the node's own heartbeat is never late enough to make it look dead. Returns
-  // false when rows past their retention are left, so the caller comes back after the next
-  // heartbeat instead of in ten minutes.
-  bool prune() {
-    const auto r = store_.prune({.runs = settings_.run_retention,
-                                 .cycles = settings_.cycle_retention,
-                                 .finished_tasks = settings_.task_retention},
-                                settings_.heartbeat_interval / 2);
-    if (r.runs + r.cycles + r.tasks + r.nodes > 0) {
-      log(log_level::info, "scheduler",
-          "pruned " + std::to_string(r.runs) + " runs, " + std::to_string(r.cycles) + " cycles, " +
-              std::to_string(r.tasks) + " finished tasks, " + std::to_string(r.nodes) +
-              " stopped nodes" +
-              (r.complete ? "" : " (more left; continuing after the next heartbeat)"));
-    }
-    return r.complete;
-  }
-
-  void heartbeat_loop() {
-    // The first round a minute after start (sooner when the interval is shorter), so that a node
-    // restarted more often than the interval still prunes.
-    auto next_prune = steady_clock::now() +
-                      std::min<milliseconds>(settings_.prune_interval, std::chrono::minutes(1));
-    std::string last_error;
-    for (;;) {
-      {
-        std::unique_lock lock(mutex_);
-        if (threads_cv_.wait_for(lock, settings_.heartbeat_interval,
-                                 [this] { return threads_stop_; }))
-          return;
-      }
-      try {
-        heartbeat_once();
-        bool leader = false;
-        {
-          const std::scoped_lock lock(mutex_);
-          leader = leader_;
-        }
-        if (leader && steady_clock::now() >= next_prune) {
-          next_prune = steady_clock::now() + settings_.prune_interval;
-          if (!prune()) next_prune = steady_clock::now();
-        }
-        last_error.clear();
-      } catch (const std::exception& e) {
-        if (last_error != e.what())
-          log(log_level::error, "scheduler", std::string("heartbeat failed: ") + e.what());
-        last_error = e.what();
-      }
-    }
-  }
-
-  // ---- LISTEN ----
-
-  static constexpr milliseconds listen_probe_wait{2000};
-  static constexpr milliseconds listen_recheck{60000};
-
-  // Whether notifications reach `c`: this node notifies its own channel with a payload of its
-  // own and waits for it. Through a transaction-pooling proxy (PgBouncer) LISTEN lands on some
-  // server connection that no longer belongs to this client, and nothing ever arrives; without
-  // this check that costs every pick-up the idle poll interval, silently.
-  bool listen_delivers(pg::connection& c) {
-    const std::string probe =
-        "probe " + std::to_string(incarnation_) + " " + std::to_string(++listen_probes_);
-    try {
-      auto lease = lane_.acquire_for(listen_probe_wait);
-      lease->query_cached(queries::notify_probe, channel_, probe);
-    } catch (const std::exception& e) {
-      log(log_level::warn, "scheduler",
-          std::string("could not check the LISTEN connection: ") + e.what());
-      return true;  // cannot tell now; the poll interval bounds the cost of being wrong
-    }
-    bool delivered = false;
-    const auto deadline = steady_clock::now() + listen_probe_wait;
-    while (!delivered) {
-      const auto left = std::chrono::duration_cast<milliseconds>(deadline - steady_clock::now());
-      if (left.count() <= 0) break;
-      const auto n = c.wait_notification(left);
-      if (!n) continue;
-      delivered = n->payload == probe;
-      for (const auto& more : c.drain_notifications())
-        delivered = delivered || more.payload == probe;
-      wake();  // whatever else arrived is real work
-    }
-    const std::string problem =
-        delivered ? std::string()
-                  : "the LISTEN connection (" + c.describe() +
-                        ") did not receive a notification this node sent within " +
-                        std::to_string(listen_probe_wait.count()) +
-                        " ms: it probably goes through PgBouncer in transaction mode, which "
-                        "cannot carry LISTEN, so new tasks are found only by polling (every " +
-                        std::to_string(settings_.poll_interval.count()) +
-                        " ms). Set scheduler.listen_url (listen_conninfo in the library) to a "
-                        "direct connection to PostgreSQL";
-    bool changed = false;
-    {
-      const std::scoped_lock lock(mutex_);
-      changed = problem != listen_problem_;
-      listen_problem_ = problem;
-    }
-    if (!delivered) listening_ = false;
-    if (changed) {
-      log(delivered ? log_level::info : log_level::warn, "scheduler",
-          delivered ? std::string("the LISTEN connection delivers notifications") : problem);
-    }
-    return delivered;
-  }
-
-  void listener_loop() {
-    milliseconds backoff{100};
-    for (;;) {
-      {
-        const std::scoped_lock lock(mutex_);
-        if (threads_stop_) return;
-      }
-      try {
-        pg::connect_options o;
-        o.conninfo =
-            settings_.listen_conninfo.empty() ? lane_.config().conninfo : settings_.listen_conninfo;
-        o.application_name = lane_.config().effective_application_name() + "/listen";
-        o.connect_timeout = lane_.config().connect_timeout;
-        pg::connection c = pg::connection::open(o);
-        c.listen(channel_);
-        backoff = milliseconds(100);
-        wake();  // anything inserted while we were not listening
-        if (!listen_delivers(c)) {
-          // Polling does the work meanwhile, at poll_interval (no idle back-off while nothing
-          // is heard). Probed again later: the path to the server may change.
-          std::unique_lock lock(mutex_);
-          if (threads_cv_.wait_for(lock, listen_recheck, [this] { return threads_stop_; })) return;
-          continue;
-        }
-        listening_ = true;
-        for (;;) {
-          {
-            const std::scoped_lock lock(mutex_);
-            if (threads_stop_) return;
-          }
-          if (c.wait_notification(milliseconds(250))) {
-            c.drain_notifications();
-            wake();
-          }
-        }
-      } catch (const std::exception& e) {
-        if (listening_.exchange(false)) {
-          log(log_level::warn, "scheduler",
-              std::string("LISTEN connection lost, polling meanwhile: ") + e.what());
-        }
-      }
-      std::unique_lock lock(mutex_);
-      if (threads_cv_.wait_for(lock, backoff, [this] { return threads_stop_; })) return;
-      backoff = std::min(backoff * 2, milliseconds(5000));
-    }
-  }
-
   scheduler_settings settings_;
   pool::pool& lane_;
   pool::pool_manager* pools_;
   store store_;
   std::string host_;
   int shard_ = 0;
-  std::string sql_claim_, sql_complete_in_handler_, sql_next_due_, sql_heartbeat_, sql_own_claims_,
-      sql_node_row_, sql_register_node_, sql_take_over_, channel_;
+  std::string sql_claim_, sql_complete_in_handler_, sql_next_due_, sql_own_claims_;
   std::int64_t incarnation_ = 0;  // this process start; claims carry it
   std::string process_key_;  // how another process on this machine can tell that this one lives
   std::atomic<bool> superseded_{false};  // another process took over this node id
-  std::uint64_t listen_probes_ = 0;      // listener thread only
   // Where the last claim of each type ended, in the claim order (priority DESC, due time, id):
   // the next claim starts there. Claimer thread only.
   struct claim_mark {
@@ -1154,13 +945,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::vector<std::string> types_;           // set at start, then read-only
   std::string types_array_;                  // the same as a PostgreSQL array literal
   std::map<std::string, handler> handlers_;  // read-only after start
-  std::atomic<bool> listening_{false};
 
   mutable std::mutex mutex_;
-  std::condition_variable cycle_cv_;    // wakes the cycle thread
-  std::condition_variable worker_cv_;   // wakes workers
-  std::condition_variable idle_cv_;     // a handler finished
-  std::condition_variable threads_cv_;  // stops heartbeat and listener
+  std::condition_variable cycle_cv_;   // wakes the cycle thread
+  std::condition_variable worker_cv_;  // wakes workers
+  std::condition_variable idle_cv_;    // a handler finished
   std::condition_variable stopped_cv_;
   // Everything below is guarded by mutex_.
   scheduler_state state_ = scheduler_state::stopped;
@@ -1172,7 +961,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // The last claim suggests more is due than was taken (a full batch, or due tasks it could not
   // take): a worker that frees up wakes the claimer.
   bool more_due_ = false;
-  bool threads_stop_ = false;
   bool leader_ = false;
   std::size_t rr_ = 0;
   std::size_t claim_rr_ = 0;  // the type that claims first in the next cycle
@@ -1181,21 +969,25 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::list<std::shared_ptr<running_task>> running_;
   std::set<std::thread::id> stuck_worker_ids_;
   steady_clock::time_point next_wake_{};
+  // When the next task of this node's types is due, as the last heartbeat or cycle that asked
+  // saw it (nullopt: none is waiting).
+  std::optional<time_point> due_hint_;
+  bool due_hint_known_ = false;
   steady_clock::time_point last_cycle_at_{};
   steady_clock::time_point started_at_{};
   milliseconds current_poll_{0};
   std::string last_error_;        // of the claimer's last cycle
   std::string completion_error_;  // of the completer's last batch
   std::string superseded_message_;
-  std::string listen_problem_;  // why LISTEN does not deliver; empty when it does (or is off)
   scheduler_status counters_;
   // Created at start(); outlives every thread that pushes to it (it is stopped after them).
   std::unique_ptr<detail::completer> completer_;
+  // Created in the constructor / at start(); stopped in stop() after the claimer and completer.
+  std::unique_ptr<detail::liveness> liveness_;
+  std::unique_ptr<detail::listener> listener_;
 
   std::vector<std::thread> workers_;
   std::thread cycle_thread_;
-  std::thread heartbeat_thread_;
-  std::thread listener_thread_;
 };
 
 scheduler::scheduler(scheduler_settings s, pool::pool& lane, pool::pool_manager* pools)

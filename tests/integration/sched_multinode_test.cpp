@@ -1,6 +1,8 @@
 // Several scheduler nodes as separate processes (tests/tools/sched_test_node) on one schema:
 // 10,000 one-shot tasks run exactly once between three nodes, and the tasks of a node killed
-// with SIGKILL are rescued and run by another node within seconds.
+// with SIGKILL are rescued and run by another node within seconds, as soon as its row expires:
+// the leader (or, for a dead leader, a follower) watches the others' heartbeats and does not
+// wait for its own next regular heartbeat.
 
 #include <chrono>
 #include <cstdint>
@@ -193,6 +195,94 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
   EXPECT_EQ(rescuer.status().rescued, static_cast<std::uint64_t>(count));
   EXPECT_EQ(env.store().stats().total("runs_rescued"), count);
   EXPECT_EQ(env.scalar("SELECT coalesce(sum(rescued), 0)::bigint FROM " + env.q("cycles")), count);
+}
+
+// The leader's own heartbeat is a minute apart, the doomed node's row expires one second after
+// its last heartbeat. The leader hears the doomed node's heartbeats (NOTIFY) and runs its next
+// heartbeat, which rescues, when that row expires: the tasks are back in the queue within
+// seconds, not at the leader's next regular heartbeat a minute later.
+TEST_F(SchedMultiNode, TheLeaderRescuesADeadNodeWhenItsRowExpiresNotAtItsNextHeartbeat) {
+  test::sched_env env;
+  sched::scheduler_settings s = env.settings();
+  s.heartbeat_interval = 60s;
+  s.node_expiry = 90s;
+  sched::scheduler leader(s, env.lane());
+  // Another type: the leader must not run the doomed node's tasks itself.
+  leader.handle("other", [](sched::task_context&) { return sched::handler_result::success(); });
+  leader.start();
+  ASSERT_TRUE(leader.status().leader);
+  ASSERT_TRUE(test::wait_until([&] { return leader.status().listen_delivering; }, 10s));
+
+  const std::string dead_id = "doomed-" + test::unique_suffix();
+  std::vector<std::string> args = node_args(env, dead_id, "sleep:30000", "slow", 2);
+  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
+    args.emplace_back(extra);
+  test::node_process doomed(SLUICE_TEST_NODE, args);
+  constexpr int count = 2;
+  for (int i = 0; i < count; ++i)
+    env.store().create(test::due_now("slow"));
+  const std::string running_on_doomed =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
+  ASSERT_TRUE(
+      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s));
+
+  doomed.kill_now();
+  const auto killed = steady_clock::now();
+  const std::string rescued_runs =
+      "SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'rescued' AND node = $1";
+  const bool rescued =
+      test::wait_until([&] { return env.scalar(rescued_runs, dead_id) == count; }, 20s, 50ms);
+  const double took = seconds_since(killed);
+  ASSERT_TRUE(rescued) << env.scalar(rescued_runs, dead_id) << " of " << count << " rescued after "
+                       << took << " s (the leader's next heartbeat is 60 s"
+                       << " after its last)";
+  std::printf("[ info     ] rescued %.1f s after kill -9 (row expiry 1 s)\n", took);
+  EXPECT_EQ(env.scalar(running_on_doomed, dead_id), 0);
+  EXPECT_EQ(leader.status().rescued, static_cast<std::uint64_t>(count));
+  leader.stop();
+}
+
+// The mirror case: the leader dies. Its lease expires one second after its last heartbeat; a
+// follower whose own heartbeat is a minute apart takes the lease over at that moment, rescues
+// the dead leader's tasks and runs them.
+TEST_F(SchedMultiNode, AFollowerTakesTheLeaseAsSoonAsTheDeadLeadersLeaseExpires) {
+  test::sched_env env;
+  const std::string dead_id = "doomed-" + test::unique_suffix();
+  std::vector<std::string> args = node_args(env, dead_id, "sleep:30000", "slow", 2);
+  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
+    args.emplace_back(extra);
+  test::node_process doomed(SLUICE_TEST_NODE, args);
+  constexpr int count = 2;
+  for (int i = 0; i < count; ++i)
+    env.store().create(test::due_now("slow"));
+  const std::string running_on_doomed =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
+  ASSERT_TRUE(
+      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s));
+  ASSERT_EQ(env.store().leader(), std::optional<std::string>(dead_id));
+
+  sched::scheduler_settings s = env.settings();
+  s.heartbeat_interval = 60s;
+  s.node_expiry = 90s;
+  sched::scheduler follower(s, env.lane());
+  follower.handle("slow", [](sched::task_context&) { return sched::handler_result::success(); });
+  follower.start();
+  ASSERT_FALSE(follower.status().leader);
+  ASSERT_TRUE(test::wait_until([&] { return follower.status().listen_delivering; }, 10s));
+
+  doomed.kill_now();
+  const auto killed = steady_clock::now();
+  const std::string succeeded =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+  const bool done = test::wait_until([&] { return env.scalar(succeeded) == count; }, 20s, 50ms);
+  const double took = seconds_since(killed);
+  ASSERT_TRUE(done) << env.scalar(succeeded) << " of " << count << " rerun after " << took
+                    << " s (the follower's next heartbeat is 60 s after its last)";
+  std::printf("[ info     ] lease taken over and tasks rerun %.1f s after kill -9\n", took);
+  EXPECT_TRUE(follower.status().leader);
+  EXPECT_EQ(env.store().leader(), std::optional<std::string>(follower.node_id()));
+  EXPECT_EQ(follower.status().rescued, static_cast<std::uint64_t>(count));
+  follower.stop();
 }
 
 }  // namespace

@@ -45,12 +45,13 @@ struct scheduler_settings {
   int prefetch = 8;
   int max_prefetch = 500;
   std::chrono::milliseconds poll_interval = 1s;   // longest sleep while work may be due
-  std::chrono::milliseconds idle_poll_max = 30s;  // idle nodes back off up to this
-  // 2.5 s: 0.4 transactions/s per idle node. A dead node's tasks are rescued within
-  // node_expiry + one heartbeat of the leader = 10 s.
-  std::chrono::milliseconds heartbeat_interval = 2500ms;
-  std::chrono::milliseconds node_expiry = 7500ms;  // a node silent this long is dead; rescued
-  std::chrono::milliseconds stop_grace = 10s;      // stop(): how long running handlers may finish
+  std::chrono::milliseconds idle_poll_max = 60s;  // idle nodes back off up to this
+  // An idle node's whole load is one transaction per heartbeat (0.17 tx/s). A dead node is
+  // rescued when its row expires: the leader watches the others' heartbeats (NOTIFY) and runs
+  // its own at that moment (sched/liveness.hpp), within node_expiry of the death.
+  std::chrono::milliseconds heartbeat_interval = 6s;
+  std::chrono::milliseconds node_expiry = 9s;  // a node silent this long is dead; rescued
+  std::chrono::milliseconds stop_grace = 10s;  // stop(): how long running handlers may finish
   std::chrono::milliseconds stuck_grace =
       5s;                                    // after a timeout, how long a handler may take to stop
   std::chrono::hours run_retention{24 * 7};  // task_runs older than this are pruned; 0 = keep
@@ -162,6 +163,7 @@ struct scheduler_status {
   std::uint64_t cycle_errors = 0;
   std::chrono::milliseconds current_poll{0};
   std::chrono::steady_clock::time_point last_cycle_at{};
+  std::chrono::steady_clock::time_point last_heartbeat_at{};  // the last heartbeat that succeeded
   std::chrono::steady_clock::time_point started_at{};
   std::string last_error;
   bool superseded = false;  // another process took this node id over; nothing more is claimed

@@ -1,7 +1,13 @@
 -- Heartbeat, leader lease and (for the leader) rescue of dead nodes' tasks, in one statement.
 -- $1 node, $2 host, $3 pid, $4 version, $5 expiry (ms), $6 budget, $7 state, $8 stats shard,
--- $9 incarnation, $10 process key. The node row is renewed only while it names this incarnation:
--- when another process has taken the id over, `registered` is 0 and nothing else happens.
+-- $9 incarnation, $10 process key, $11 the node's task types, $12 the nodes channel, $13 the
+-- tasks channel (notified once when tasks were rescued, so idle nodes look now). The node row
+-- is renewed only while it names this incarnation: when another process has taken the id over,
+-- `registered` is 0 and nothing else happens.
+-- Besides: it notifies the nodes channel ("hb <expiry ms> <node>"), so that the other nodes know
+-- when this one would expire without asking the database; it returns the other live nodes with
+-- the time each has left, the leader and its lease, and when the next task of this node's types
+-- is due (the safety net for a notification that never arrived).
 WITH me AS (
   INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget,
                          state, incarnation, process_key)
@@ -78,4 +84,22 @@ WITH me AS (
 SELECT (SELECT count(*) FROM lead)::int AS leader,
        (SELECT count(*) FROM rescued)::int AS rescued,
        (SELECT count(*) FROM dead)::int AS dead,
-       (SELECT count(*) FROM me)::int AS registered;
+       (SELECT count(*) FROM me)::int AS registered,
+       (SELECT count(*) FROM me CROSS JOIN LATERAL pg_notify($12, 'hb ' || $5::text || ' ' || $1)
+          AS n)::int AS notified,
+       (SELECT count(*) FROM (SELECT 1 FROM rescued LIMIT 1) r
+          CROSS JOIN LATERAL pg_notify($13, '') AS n)::int AS woke,
+       -- This statement's snapshot does not see its own changes: rows that expired before it
+       -- began were just marked dead, so "live" is judged by expires_at here as well.
+       (SELECT coalesce(jsonb_object_agg(id, ceil(extract(epoch FROM expires_at - now()) * 1000)),
+                        '{}')::text
+        FROM {s}.nodes
+        WHERE id <> $1 AND state IN ('running', 'draining') AND expires_at >= now())
+         AS others_expire_in_ms,
+       coalesce((SELECT node FROM lead), (SELECT node FROM {s}.leader)) AS leader_node,
+       CASE WHEN EXISTS (SELECT 1 FROM lead) THEN $5
+            ELSE (SELECT ceil(extract(epoch FROM expires_at - now()) * 1000)::int8
+                  FROM {s}.leader) END AS leader_expires_in_ms,
+       (SELECT min(next_run_at) FROM {s}.tasks
+        WHERE state IN ('scheduled', 'available', 'retryable') AND type = ANY($11::text[]))
+         AS next_due;
