@@ -413,7 +413,7 @@ TEST(Config, OutOfRangeValuesAreRefused) {
   parse_error("[http]\nhistory = \"7d\"\nsample_interval = \"100ms\"\n", "samples per pool");
   parse_error("[scheduler]\nworkers = 0\n", "scheduler.workers: must be between 1 and 1024");
   parse_error("[scheduler]\nheartbeat_interval = \"5s\"\nnode_expiry = \"7s\"\n",
-              "at least 1.5 times heartbeat_interval (7.5s), got 7s");
+              "at least 1.5 times heartbeat_interval (7s500ms), got 7s");
   parse_error("[scheduler]\nrun_retention = \"90m\"\n", "whole number of hours");
   parse_error("[scheduler]\ntask_retention = \"400d\"\n", "task_retention");
   parse_error("[http]\nallowed_hosts = \"sched.internal\"\n", "expected an array of host names");
