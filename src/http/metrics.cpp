@@ -110,10 +110,10 @@ namespace {
 
 using labels = exposition_writer::labels;
 
-constexpr std::array<sched::task_state, 8> all_states{
+constexpr std::array<sched::task_state, 9> all_states{
     sched::task_state::scheduled, sched::task_state::available, sched::task_state::running,
     sched::task_state::retryable, sched::task_state::succeeded, sched::task_state::failed,
-    sched::task_state::cancelled, sched::task_state::paused};
+    sched::task_state::cancelled, sched::task_state::paused,    sched::task_state::blocked};
 
 // The outcomes task_runs records; the store counts each as "runs_<outcome>".
 constexpr std::array<std::string_view, 6> run_outcomes{"succeeded", "failed", "timed_out",

@@ -20,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -53,6 +54,7 @@ class liveness {
     std::function<void(std::optional<time_point>)> next_due;  // after each heartbeat
     std::function<void(const std::string&)> superseded;       // another process took the id over
     std::function<void(bool)> leadership;  // this node became or stopped being leader
+    std::function<void(std::set<std::string>)> flow_limited;  // types with flow limits now
   };
 
   liveness(pool::pool& lane, store& tasks, settings s, hooks h);

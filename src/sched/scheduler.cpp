@@ -431,6 +431,11 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
               const std::scoped_lock lock(mutex_);
               leader_ = leader;
             },
+        .flow_limited =
+            [this](std::set<std::string> types) {
+              const std::scoped_lock lock(mutex_);
+              flow_limited_ = std::move(types);
+            },
     };
   }
 
@@ -684,8 +689,14 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     for (std::size_t k = 0; k < types_.size(); ++k) {
       // Start with a different type each cycle so no type always comes first.
       const std::string& type = types_[(claim_rr_ + k) % types_.size()];
-      const int cap =
-          std::min(settings_.claim_batch, limit_for(type) + prefetch_now_ - outstanding[type]);
+      // A flow-limited type is claimed only for free workers: a claim counts against the
+      // fleet's limit from the moment it commits, so it must start at once, not wait in the
+      // local queue (docs/flow-control.md).
+      const int cap = flow_limited_.count(type) != 0
+                          ? std::min({settings_.claim_batch, limit_for(type) - outstanding[type],
+                                      settings_.workers - stuck - outstanding_total})
+                          : std::min(settings_.claim_batch,
+                                     limit_for(type) + prefetch_now_ - outstanding[type]);
       if (cap > 0) caps.emplace_back(type, cap);
     }
     if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
@@ -972,6 +983,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // When the next task of this node's types is due, as the last heartbeat or cycle that asked
   // saw it (nullopt: none is waiting).
   std::optional<time_point> due_hint_;
+  std::set<std::string> flow_limited_;  // types with flow limits, as of the last heartbeat
   bool due_hint_known_ = false;
   steady_clock::time_point last_cycle_at_{};
   steady_clock::time_point started_at_{};

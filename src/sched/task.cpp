@@ -24,19 +24,22 @@ std::string_view to_string(task_state s) noexcept {
       return "cancelled";
     case task_state::paused:
       return "paused";
+    case task_state::blocked:
+      return "blocked";
   }
   return "?";
 }
 
 task_state parse_task_state(std::string_view text) {
-  for (const auto s :
-       {task_state::scheduled, task_state::available, task_state::running, task_state::retryable,
-        task_state::succeeded, task_state::failed, task_state::cancelled, task_state::paused}) {
+  for (const auto s : {task_state::scheduled, task_state::available, task_state::running,
+                       task_state::retryable, task_state::succeeded, task_state::failed,
+                       task_state::cancelled, task_state::paused, task_state::blocked}) {
     if (to_string(s) == text) return s;
   }
   throw std::invalid_argument(
       "unknown task state '" + std::string(text) +
-      "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused)");
+      "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused, "
+      "blocked)");
 }
 
 namespace {

@@ -158,7 +158,7 @@ TEST_F(SchedMigrate, TablesIndexesAndTriggerExist) {
   }
   const std::set<std::string> indexes = names_in(
       env.sql(), "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1", env.schema());
-  for (const char* i : {"tasks_claim", "tasks_next_due", "tasks_running", "tasks_finished",
+  for (const char* i : {"tasks_claim", "tasks_next_due", "tasks_running_by_type", "tasks_finished",
                         "task_runs_task", "task_runs_finished", "cycles_started"}) {
     EXPECT_TRUE(indexes.count(i)) << "missing index " << i;
   }
@@ -244,6 +244,22 @@ void undo_version_four(test::sched_env& env) {
 }
 
 // Back to version 4: the cycle log without its kind, b-tree history indexes, default storage.
+// Back from version 6 (flow control) to 5, as a version-5 database looks. engine_claim keeps its
+// version-6 body, which version 6 replaces anyway (undo_version_five drops it).
+void undo_version_six(test::sched_env& env) {
+  env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
+  env.sql().exec(
+      "DROP TRIGGER tasks_dependents ON tasks; DROP FUNCTION tasks_dependents;"
+      " DROP TABLE task_deps, flow_limits, flow_starts;"
+      " ALTER TABLE tasks DROP COLUMN has_dependents, DROP COLUMN on_dependency_failure;"
+      " ALTER TABLE tasks DROP CONSTRAINT tasks_state_check, ADD CONSTRAINT tasks_state_check"
+      "   CHECK (state IN ('scheduled', 'available', 'running', 'retryable', 'succeeded',"
+      "   'failed', 'cancelled', 'paused'));"
+      " CREATE INDEX tasks_running ON tasks (claimed_by) WHERE state = 'running';"
+      " DROP INDEX tasks_running_by_type;"
+      " DELETE FROM schema_migrations WHERE version = 6");
+}
+
 void undo_version_five(test::sched_env& env) {
   env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
   env.sql().exec(
@@ -262,6 +278,7 @@ void undo_version_five(test::sched_env& env) {
 // engine drains what was pending, with stats equal to the history.
 TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
   test::sched_env env;
+  undo_version_six(env);
   undo_version_five(env);
   ASSERT_EQ(env.store().check_schema(false).current, 4);
   constexpr int pending = 300;
@@ -275,7 +292,7 @@ TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
                  " (node, started_at, duration_ms, succeeded) VALUES ('old-node', now(), 1, 1)");
 
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{5}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{5, 6}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("cycles") + " WHERE kind = 'cycle'"), 1);
   // The access method comes from pg_class and pg_am, not from pg_indexes.indexdef: a filter on
@@ -315,6 +332,52 @@ TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
             pending);
 }
 
+// Version 6 (flow control) on a populated version-5 database: pending tasks drain after it, the
+// new state and tables work at once (a graph is blocked, then released in order), and stats
+// equal the history.
+TEST_F(SchedMigrate, VersionSixUpgradesAPopulatedDatabase) {
+  test::sched_env env;
+  undo_version_six(env);
+  ASSERT_EQ(env.store().check_schema(false).current, 5);
+  constexpr int pending = 200;
+  for (int i = 0; i < pending; ++i)
+    env.store().create(test::due_now("job"));
+  const sched::migration_status st = env.store().migrate();
+  EXPECT_EQ(st.applied_now, (std::vector<int>{6}));
+  EXPECT_EQ(st.current, st.latest);
+  EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE has_dependents"), 0);
+
+  sched::graph_task first;
+  first.ref = "first";
+  first.spec = test::due_now("job");
+  sched::graph_task second;
+  second.ref = "second";
+  second.spec = test::due_now("job");
+  second.after = {"first"};
+  const auto ids = env.store().add_graph({first, second});
+  EXPECT_EQ(env.store().get(ids[1])->state, sched::task_state::blocked);
+
+  sched::scheduler node(env.settings(), env.lane());
+  node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
+  node.start();
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        return env.scalar("SELECT count(*) FROM " + env.q("tasks") +
+                          " WHERE state = 'succeeded'") == pending + 2;
+      },
+      30s));
+  node.stop();
+  EXPECT_EQ(env.store().stats().total("runs_succeeded"), pending + 2);
+  EXPECT_EQ(
+      env.scalar("SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'succeeded'"),
+      pending + 2);
+  const auto runs_first = test::runs_oldest_first(env.store(), ids[0]);
+  const auto runs_second = test::runs_oldest_first(env.store(), ids[1]);
+  ASSERT_EQ(runs_first.size(), 1U);
+  ASSERT_EQ(runs_second.size(), 1U);
+  EXPECT_LE(runs_first[0].finished_at, runs_second[0].started_at);
+}
+
 // Version 3 (node incarnations) on a populated version-2 database with a live node of the old
 // version holding a claim: the upgrade adds its columns without touching the rows, the old
 // node's claim (no incarnation) stays its own while that node is alive, and is rescued by a new
@@ -326,6 +389,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN incarnation");
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN process_key");
   env.sql().exec("DELETE FROM " + env.q("schema_migrations") + " WHERE version = 3");
+  undo_version_six(env);
   undo_version_five(env);
   undo_version_four(env);
   ASSERT_EQ(env.store().check_schema(false).current, 2);
@@ -345,7 +409,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
                   claimed);
 
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4, 5}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4, 5, 6}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'scheduled'"),
             pending);

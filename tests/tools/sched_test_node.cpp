@@ -10,6 +10,7 @@
 //   noop                succeeds at once
 //   ledger              inserts (task id, node) into <schema>.ledger and completes the task in
 //                       the same transaction (ctx.complete_in); rolls back when the claim is stale
+//   dag                 the ledger, but tasks whose payload holds "fail": true fail at once
 //   sleep:<ms>          sleeps, stopping early when cancelled (then reports failure)
 //   fail                always fails
 //   ignore-cancel[:ms]  sleeps (default 5000 ms) without looking at the cancel token
@@ -141,6 +142,24 @@ sched::handler make_handler(const options& o, const std::string& node_id) {
     const std::string insert =
         "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
     return [insert, node_id](sched::task_context& ctx) {
+      pool::lease l = ctx.pools().get("work").acquire();
+      pg::transaction tx(*l);
+      l->query(insert, ctx.info().id, node_id);
+      if (!ctx.complete_in(*l)) {
+        tx.rollback();
+        return sched::handler_result::failure("claim is stale; ledger row rolled back");
+      }
+      tx.commit();
+      return sched::handler_result::success();
+    };
+  }
+  // The ledger, except for tasks whose payload says "fail": true, which fail at once.
+  if (h == "dag") {
+    const std::string insert =
+        "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
+    return [insert, node_id](sched::task_context& ctx) {
+      if (ctx.info().payload.find("\"fail\": true") != std::string::npos)
+        return sched::handler_result::failure("sched_test_node: this task fails by design");
       pool::lease l = ctx.pools().get("work").acquire();
       pg::transaction tx(*l);
       l->query(insert, ctx.info().id, node_id);

@@ -183,7 +183,7 @@ TEST(HttpMetrics, CarriesTheSnapshotsValues) {
 
   EXPECT_EQ(e.value("sluice_queue_tasks", {{"type", "sql"}, {"state", "scheduled"}}), 7);
   EXPECT_EQ(e.value("sluice_queue_tasks", {{"type", "sql"}, {"state", "paused"}}), 0);
-  EXPECT_EQ(e.count("sluice_queue_tasks"), 2 * 8);
+  EXPECT_EQ(e.count("sluice_queue_tasks"), 2 * 9);
   EXPECT_EQ(e.value("sluice_queue_lag_seconds", {{"type", "sql"}}), 1.5);
   EXPECT_EQ(e.value("sluice_cluster_nodes_alive"), 2);
 }

@@ -18,6 +18,7 @@
 
 #include "sluice/error.hpp"
 #include "sluice/pool/pool.hpp"
+#include "sluice/sched/flow.hpp"
 #include "sluice/sched/task.hpp"
 
 namespace sluice::sched {
@@ -139,6 +140,22 @@ class store {
 
   // Sum of connection budgets registered by live nodes other than `except_node`.
   [[nodiscard]] int budget_of_other_nodes(const std::string& except_node = {});
+
+  // ---- flow control (sluice/sched/flow.hpp, src/sched/flow.cpp) ----
+  // Adds a graph of tasks in one transaction and returns their ids in the graph's order. Tasks
+  // that run after others start 'blocked'; one whose upstream tasks already succeeded starts
+  // ready, one with an upstream task that already failed follows its on_failure policy. Throws
+  // schedule_error for a bad spec or graph (cycles included, and an after_id that names no
+  // task or a recurring one); nothing is added then.
+  std::vector<std::int64_t> add_graph(const std::vector<graph_task>& graph);
+  // The tasks that `id` runs after, and those that run after it.
+  [[nodiscard]] std::vector<std::int64_t> upstream_of(std::int64_t id);
+  [[nodiscard]] std::vector<std::int64_t> downstream_of(std::int64_t id);
+  // Replaces every flow limit with `limits` (the last node to start or reload writes them, so
+  // every node of a fleet should have the same ones). Throws schedule_error for a bad limit.
+  void set_flow_limits(const std::map<std::string, flow_limit>& limits);
+  [[nodiscard]] std::map<std::string, flow_limit> flow_limits();
+  [[nodiscard]] std::vector<flow_usage> flow_usages();
 
  private:
   pool::pool& lane_;

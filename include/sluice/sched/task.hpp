@@ -18,6 +18,7 @@ using namespace std::chrono_literals;
 // scheduled: waiting for next_run_at.   available: due now (run-now).   running: claimed by a node.
 // retryable: failed, waiting for its backoff.   succeeded / failed / cancelled: final (one-shot).
 // paused: not run until resumed (by hand, or after pause_after_failures consecutive failures).
+// blocked: waits for the tasks it runs after (task_spec::after) to succeed.
 enum class task_state {
   scheduled,
   available,
@@ -26,7 +27,8 @@ enum class task_state {
   succeeded,
   failed,
   cancelled,
-  paused
+  paused,
+  blocked
 };
 
 [[nodiscard]] std::string_view to_string(task_state s) noexcept;

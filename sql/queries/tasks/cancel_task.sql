@@ -5,5 +5,5 @@ SET state = 'cancelled',
     next_run_at = NULL,
     updated_at = now()
 WHERE id = $1
-  AND state IN ('scheduled', 'available', 'retryable', 'paused', 'failed')
+  AND state IN ('scheduled', 'available', 'retryable', 'paused', 'failed', 'blocked')
 RETURNING id;
