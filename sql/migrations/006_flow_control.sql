@@ -115,11 +115,16 @@ CREATE TRIGGER tasks_dependents AFTER UPDATE OF state ON tasks FOR EACH ROW
 -- The claim of version 5 with the flow limits: a type with a flow_limits row claims under a
 -- transaction-scoped advisory lock of its own (claims of that type wait for each other across
 -- the fleet, for a few milliseconds; every other type never takes it), counts what runs and what
--- started in the window, and takes at most what is left. Unlimited types claim as before.
-CREATE OR REPLACE FUNCTION engine_claim(p_node text, p_types text[], p_counts int4[],
-                                        p_incarnation bigint, p_shard integer,
-                                        p_after_priority int4[], p_after_run_at timestamptz[],
-                                        p_after_id int8[], p_room integer)
+-- started in the window, and takes at most what is left. Near its limit (less than twice this
+-- claim's share left) it claims only for the node's free workers (p_free[k]): a claim counts
+-- against the limit from its commit, so it must start at once rather than wait in the node's
+-- queue, and a rate then holds for the handlers' starts as well as for the claims. Far from the
+-- limit it claims like any type, prefetch included. Unlimited types claim as in version 5.
+DROP FUNCTION IF EXISTS engine_claim(text, text[], int4[], bigint, integer, int4[],
+                                     timestamptz[], int8[], integer);
+CREATE FUNCTION engine_claim(p_node text, p_types text[], p_counts int4[], p_incarnation bigint,
+                             p_shard integer, p_after_priority int4[], p_after_run_at timestamptz[],
+                             p_after_id int8[], p_room integer, p_free int4[])
 RETURNS SETOF tasks LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
   due_ids int8[] := '{}';
@@ -130,6 +135,7 @@ DECLARE
   lim flow_limits%ROWTYPE;
   limited boolean;
   busy integer;
+  headroom integer;
   slot_ms bigint;
   c_now timestamptz;
 BEGIN
@@ -155,16 +161,23 @@ BEGIN
       END IF;
     END IF;
     IF limited AND lim.key_path IS NULL THEN
+      headroom := 2147483647;
       IF lim.max_running IS NOT NULL THEN
         SELECT count(*) INTO busy FROM tasks x WHERE x.type = p_types[k] AND x.state = 'running';
-        n := least(n, lim.max_running - busy);
+        headroom := least(headroom, lim.max_running - busy);
       END IF;
       IF lim.rate_limit IS NOT NULL THEN
         SELECT coalesce(sum(s.n), 0) INTO busy FROM flow_starts s
         WHERE s.type = p_types[k]
           AND s.slot > c_now - (lim.rate_period_ms + slot_ms) * interval '1 millisecond';
-        n := least(n, lim.rate_limit - busy);
+        headroom := least(headroom, lim.rate_limit - busy);
       END IF;
+      IF headroom < 2 * n THEN
+        n := least(n, headroom, coalesce(p_free[k], 0));
+      END IF;
+    ELSIF limited THEN
+      -- Per key: what is left per key is only known inside the claim below; never prefetch.
+      n := least(n, coalesce(p_free[k], 0));
     END IF;
     IF n <= 0 THEN
       got := '{}';
@@ -266,12 +279,12 @@ BEGIN
   )
   SELECT * FROM claimed;
 END $$;
--- CREATE OR REPLACE keeps the function's settings of version 5 (search_path pinned to this
--- schema) only if they are given again.
+-- Pinned, as in version 5: a caller's search_path (or a temporary table named tasks) cannot
+-- redirect it.
 DO $$
 BEGIN
   EXECUTE format('ALTER FUNCTION engine_claim(text, text[], int4[], bigint, integer, int4[],'
-                 ' timestamptz[], int8[], integer)'
+                 ' timestamptz[], int8[], integer, int4[])'
                  ' SET search_path = %I, pg_temp', current_schema());
   EXECUTE format('ALTER FUNCTION tasks_dependents() SET search_path = %I, pg_temp',
                  current_schema());

@@ -105,6 +105,9 @@ struct bench_options {
   double idle_seconds = 30;
   double idle_settle_seconds = 12;
   std::string heartbeat_interval;  // empty: the configuration's
+  int flow_max_running = 0;        // > 0: a fleet-wide limit on the bench type (its cost)
+  int flow_rate = 0;               // > 0: a rate limit per flow_rate_period
+  std::string flow_rate_period = "1h";
   bool keep = false;
 };
 
@@ -247,6 +250,15 @@ void run_bench_scheduler(const bench_options& opt) {
   pool::pool lane(lane_settings, connector);
   sched::store store(lane, schema);
   store.migrate();
+  if (opt.flow_max_running > 0 || opt.flow_rate > 0) {
+    sched::flow_limit limit;
+    if (opt.flow_max_running > 0) limit.max_running = opt.flow_max_running;
+    if (opt.flow_rate > 0) {
+      limit.rate = opt.flow_rate;
+      limit.rate_period = parse_duration_option(opt.flow_rate_period, "--flow-rate-period");
+    }
+    store.set_flow_limits({{task_type, limit}});
+  }
 
   sched::scheduler_settings ss = cfg.scheduler_settings();
   ss.schema = schema;
@@ -282,7 +294,9 @@ void run_bench_scheduler(const bench_options& opt) {
                    {"full_page_writes", server.full_page_writes}};
   out["schema"] = schema;
   out["kept"] = opt.keep;
-  out["settings"] = {{"workers", ss.workers},
+  out["settings"] = {{"flow_max_running", opt.flow_max_running},
+                     {"flow_rate", opt.flow_rate},
+                     {"workers", ss.workers},
                      {"prefetch", ss.prefetch},
                      {"claim_batch", ss.claim_batch},
                      {"lane_size", lane_settings.size},
@@ -563,6 +577,14 @@ void register_bench_scheduler(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--claim-batch", opt->claim_batch, "Most tasks claimed per type per cycle")
       ->check(CLI::Range(1, 1'000'000))
+      ->capture_default_str();
+  cmd->add_option("--flow-max-running", opt->flow_max_running,
+                  "A fleet-wide limit on running bench tasks (flow control), to measure its cost")
+      ->check(CLI::Range(0, 1'000'000'000));
+  cmd->add_option("--flow-rate", opt->flow_rate,
+                  "A rate limit on the bench tasks per --flow-rate-period, to measure its cost")
+      ->check(CLI::Range(0, 2'000'000'000));
+  cmd->add_option("--flow-rate-period", opt->flow_rate_period, "The rate limit's period")
       ->capture_default_str();
   cmd->add_option("--latency-rate", opt->latency_rate, "Tasks created per second (latency phase)")
       ->check(CLI::Range(0.1, 100000.0))

@@ -205,16 +205,6 @@ int liveness::heartbeat_once() {
     if (hooks_.rescued) hooks_.rescued(rescued);
   }
   if (hooks_.next_due) hooks_.next_due(row.get<std::optional<time_point>>("next_due"));
-  if (hooks_.flow_limited) {
-    std::set<std::string> limited;
-    const auto text = row.get<std::string>("limited_types");
-    for (std::size_t at = 0; at < text.size();) {
-      const auto comma = std::min(text.find(',', at), text.size());
-      limited.insert(text.substr(at, comma - at));
-      at = comma + 1;
-    }
-    hooks_.flow_limited(std::move(limited));
-  }
   return rescued;
 }
 

@@ -20,7 +20,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 
@@ -54,7 +53,6 @@ class liveness {
     std::function<void(std::optional<time_point>)> next_due;  // after each heartbeat
     std::function<void(const std::string&)> superseded;       // another process took the id over
     std::function<void(bool)> leadership;  // this node became or stopped being leader
-    std::function<void(std::set<std::string>)> flow_limited;  // types with flow limits now
   };
 
   liveness(pool::pool& lane, store& tasks, settings s, hooks h);

@@ -431,11 +431,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
               const std::scoped_lock lock(mutex_);
               leader_ = leader;
             },
-        .flow_limited =
-            [this](std::set<std::string> types) {
-              const std::scoped_lock lock(mutex_);
-              flow_limited_ = std::move(types);
-            },
     };
   }
 
@@ -656,8 +651,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // How many tasks of each type this cycle may claim: the free places (workers plus the
   // adaptive prefetch, minus what is queued or running) shared fairly between the types, each
   // within its own concurrency limit. Empty when there is no room.
-  std::vector<std::pair<std::string, int>> claim_limits_locked(int& room_out) {
+  std::vector<std::pair<std::string, int>> claim_limits_locked(int& room_out,
+                                                               std::vector<int>& free_out) {
     std::vector<std::pair<std::string, int>> limits;
+    free_out.clear();
     if (state_ != scheduler_state::running || superseded_) return limits;
     int outstanding_total = 0;
     int queued_total = 0;
@@ -689,15 +686,15 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     for (std::size_t k = 0; k < types_.size(); ++k) {
       // Start with a different type each cycle so no type always comes first.
       const std::string& type = types_[(claim_rr_ + k) % types_.size()];
-      // A flow-limited type is claimed only for free workers: a claim counts against the
-      // fleet's limit from the moment it commits, so it must start at once, not wait in the
-      // local queue (docs/flow-control.md).
-      const int cap = flow_limited_.count(type) != 0
-                          ? std::min({settings_.claim_batch, limit_for(type) - outstanding[type],
-                                      settings_.workers - stuck - outstanding_total})
-                          : std::min(settings_.claim_batch,
-                                     limit_for(type) + prefetch_now_ - outstanding[type]);
-      if (cap > 0) caps.emplace_back(type, cap);
+      const int cap =
+          std::min(settings_.claim_batch, limit_for(type) + prefetch_now_ - outstanding[type]);
+      if (cap > 0) {
+        caps.emplace_back(type, cap);
+        // The workers free for it now: a flow-limited type near its limit claims only for these
+        // (engine_claim), so what it claims starts at once.
+        free_out.push_back(std::max(0, std::min(settings_.workers - stuck - outstanding_total,
+                                                limit_for(type) - outstanding[type])));
+      }
     }
     if (!types_.empty()) claim_rr_ = (claim_rr_ + 1) % types_.size();
     // The room is shared between the types in this order by the claim itself (engine_claim):
@@ -712,12 +709,13 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // due time or the idle poll came.
   void run_cycle(bool woken) {
     std::vector<std::pair<std::string, int>> limits;
+    std::vector<int> free;         // per type of `limits`: its free workers
     std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
     const bool reconcile = reconcile_claims_;
     int room = 0;
     {
       const std::scoped_lock lock(mutex_);
-      limits = claim_limits_locked(room);
+      limits = claim_limits_locked(room, free);
       if (reconcile) {
         for (const auto& rt : running_)
           known.insert(rt->t.id);
@@ -785,8 +783,12 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
             after_id.add(mark->second.id);
           }
         }
-        const auto res = c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_,
-                                        shard_, after_priority, after_run_at, after_id, room);
+        pg::array_literal free_workers;
+        for (const int f : free)
+          free_workers.add(f);
+        const auto res =
+            c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_, shard_,
+                           after_priority, after_run_at, after_id, room, free_workers);
         std::map<std::string, claim_mark> last;  // per type, the last row in claim order
         for (const auto row : res) {
           auto rt = std::make_shared<running_task>();
@@ -983,7 +985,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // When the next task of this node's types is due, as the last heartbeat or cycle that asked
   // saw it (nullopt: none is waiting).
   std::optional<time_point> due_hint_;
-  std::set<std::string> flow_limited_;  // types with flow limits, as of the last heartbeat
   bool due_hint_known_ = false;
   steady_clock::time_point last_cycle_at_{};
   steady_clock::time_point started_at_{};

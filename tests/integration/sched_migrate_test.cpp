@@ -244,12 +244,14 @@ void undo_version_four(test::sched_env& env) {
 }
 
 // Back to version 4: the cycle log without its kind, b-tree history indexes, default storage.
-// Back from version 6 (flow control) to 5, as a version-5 database looks. engine_claim keeps its
-// version-6 body, which version 6 replaces anyway (undo_version_five drops it).
+// Back from version 6 (flow control) to 5, as a version-5 database looks, except that
+// engine_claim is gone (version 6 replaces it; undo_version_five would drop it).
 void undo_version_six(test::sched_env& env) {
   env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
   env.sql().exec(
       "DROP TRIGGER tasks_dependents ON tasks; DROP FUNCTION tasks_dependents;"
+      " DROP FUNCTION engine_claim(text, text[], int4[], bigint, integer, int4[], timestamptz[],"
+      "   int8[], integer, int4[]);"
       " DROP TABLE task_deps, flow_limits, flow_starts;"
       " ALTER TABLE tasks DROP COLUMN has_dependents, DROP COLUMN on_dependency_failure;"
       " ALTER TABLE tasks DROP CONSTRAINT tasks_state_check, ADD CONSTRAINT tasks_state_check"
@@ -263,7 +265,7 @@ void undo_version_six(test::sched_env& env) {
 void undo_version_five(test::sched_env& env) {
   env.sql().exec("SET search_path TO \"" + env.schema() + "\"");
   env.sql().exec(
-      "DROP FUNCTION engine_claim; ALTER TABLE cycles DROP COLUMN kind;"
+      "DROP FUNCTION IF EXISTS engine_claim; ALTER TABLE cycles DROP COLUMN kind;"
       " DROP INDEX tasks_finished; CREATE INDEX tasks_state ON tasks (state, id);"
       " DROP INDEX task_runs_finished; CREATE INDEX task_runs_finished ON task_runs (finished_at);"
       " DROP INDEX cycles_started; CREATE INDEX cycles_started ON cycles (started_at);"

@@ -6,8 +6,8 @@
 -- `registered` is 0 and nothing else happens.
 -- Besides: it notifies the nodes channel ("hb <expiry ms> <node>"), so that the other nodes know
 -- when this one would expire without asking the database; it returns the other live nodes with
--- the time each has left, the leader and its lease, when the next task of this node's types is
--- due (the safety net for a notification that never arrived), and the flow-limited types.
+-- the time each has left, the leader and its lease, and when the next task of this node's types
+-- is due (the safety net for a notification that never arrived).
 WITH me AS (
   INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget,
                          state, incarnation, process_key)
@@ -102,7 +102,4 @@ SELECT (SELECT count(*) FROM lead)::int AS leader,
                   FROM {s}.leader) END AS leader_expires_in_ms,
        (SELECT min(next_run_at) FROM {s}.tasks
         WHERE state IN ('scheduled', 'available', 'retryable') AND type = ANY($11::text[]))
-         AS next_due,
-       -- The types with flow limits: this node claims them only for free workers.
-       (SELECT coalesce(string_agg(type, ',' ORDER BY type), '') FROM {s}.flow_limits)
-         AS limited_types;
+         AS next_due;
