@@ -43,8 +43,11 @@ sluice_build() {
 # On the server that PGHOST, PGPORT and PGUSER name, database DB is dropped and created again
 # and migrated, TASKS no-op tasks are inserted due now (then VACUUM ANALYZE), and BIN serve runs
 # with a configuration of only the database URL, http.port = 0 and EXTRA_TOML until every task
-# is seen succeeded (polled every 50 ms through the state index); then it is stopped. Sets
-# SERVE_DRAIN_NS: nanoseconds from the daemon's start to that moment, start-up included. With
+# is seen succeeded (polled every 200 ms through the state index); then it is stopped. Sets
+# SERVE_DRAIN_NS: nanoseconds from the first task's start to the last task's finish, as the run
+# history records them (the daemon's start-up, about 0.2 s, and the poll's granularity are left
+# out, as `sluice bench scheduler` leaves them out), and SERVE_WALL_NS: from the daemon's start
+# to the poll that saw every task done. With
 # COUNT_CONNECTIONS=1 each poll also counts the client connections to DB other than its own, and
 # SERVE_PEAK_CONNECTIONS is the most seen (else it stays empty). While the daemon runs its pid is
 # in SLUICE_SERVE_PID (0 otherwise), for the caller's exit trap. On failure it dies; the daemon's
@@ -80,7 +83,7 @@ TOML
   SLUICE_SERVE_PID=$!
   while ((left > 0)); do
     kill -0 "$SLUICE_SERVE_PID" 2>/dev/null || die "sluice serve exited early; its log: $(tail -5 "$work/serve.log")"
-    sleep 0.05
+    sleep 0.2
     # Through the state index: cheap while the daemon works.
     row=$(psql -qtA -F ' ' -d "$db" -c "$poll")
     read -r left connections <<<"$row"
@@ -97,9 +100,13 @@ TOML
   kill "$SLUICE_SERVE_PID"
   wait "$SLUICE_SERVE_PID" || true
   SLUICE_SERVE_PID=0
+  local history_ns
+  history_ns=$(psql -qtA -d "$db" -c "SELECT round(extract(epoch FROM max(finished_at) - min(started_at)) * 1e9)::int8
+                                      FROM sluice.task_runs WHERE outcome = 'succeeded'")
   # shellcheck disable=SC2034 # the results, read by the caller
   {
-    SERVE_DRAIN_NS=$((end_ns - start_ns))
+    SERVE_WALL_NS=$((end_ns - start_ns))
+    SERVE_DRAIN_NS=$history_ns
     SERVE_PEAK_CONNECTIONS=""
     if ((count_connections)); then SERVE_PEAK_CONNECTIONS=$peak; fi
   }
