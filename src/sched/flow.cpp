@@ -29,6 +29,21 @@ dependency_failure parse_dependency_failure(std::string_view text) {
                        "' is not a policy (cancel, run)");
 }
 
+flow_limit flow_limit::running(int n, std::string key) {
+  flow_limit l;
+  l.max_running = n;
+  l.key = std::move(key);
+  return l;
+}
+
+flow_limit flow_limit::starts(int n, std::chrono::milliseconds period, std::string key) {
+  flow_limit l;
+  l.rate = n;
+  l.rate_period = period;
+  l.key = std::move(key);
+  return l;
+}
+
 void flow_limit::validate(std::string_view type) const {
   const std::string where = "flow limit of '" + std::string(type) + "': ";
   if (!max_running && !rate) throw schedule_error(where + "set max_running, rate, or both");

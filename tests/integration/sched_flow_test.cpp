@@ -101,17 +101,6 @@ std::vector<std::pair<double, double>> run_intervals(test::sched_env& env,
   return out;
 }
 
-sched::flow_limit limit(std::optional<int> running, std::optional<int> rate = std::nullopt,
-                        std::chrono::milliseconds period = std::chrono::milliseconds(0),
-                        std::string key = {}) {
-  sched::flow_limit l;
-  l.max_running = running;
-  l.rate = rate;
-  l.rate_period = period;
-  l.key = std::move(key);
-  return l;
-}
-
 sched::graph_task node_of(
     std::string ref, std::vector<std::string> after = {}, std::vector<std::int64_t> after_ids = {},
     sched::dependency_failure on_failure = sched::dependency_failure::cancel) {
@@ -134,7 +123,7 @@ sched::task_spec limited_task(const std::string& type, const std::string& payloa
 // from the database and checked afterwards from the history, never more than 3 run at once.
 TEST_F(SchedFlow, AGlobalLimitOfThreeHoldsAcrossThreeNodes) {
   test::sched_env env;
-  env.store().set_flow_limits({{"limited", limit(3)}});
+  env.store().set_flow_limits({{"limited", sched::flow_limit::running(3)}});
   constexpr int count = 45;
   for (int i = 0; i < count; ++i)
     env.store().create(limited_task("limited"));
@@ -179,7 +168,8 @@ TEST_F(SchedFlow, AGlobalLimitOfThreeHoldsAcrossThreeNodes) {
 // opens at a start holds at most 20 starts (as the claim stamps them), and the limit is used.
 TEST_F(SchedFlow, ARateLimitHoldsInEveryWindowOverAMinuteOfLoad) {
   test::sched_env env;
-  env.store().set_flow_limits({{"metered", limit(std::nullopt, 20, std::chrono::seconds(10))}});
+  env.store().set_flow_limits(
+      {{"metered", sched::flow_limit::starts(20, std::chrono::seconds(10))}});
   for (int i = 0; i < 300; ++i)
     env.store().create(limited_task("metered"));
   auto nodes = start_nodes(env, 3, "noop", "metered", 4);
@@ -213,8 +203,7 @@ TEST_F(SchedFlow, ARateLimitHoldsInEveryWindowOverAMinuteOfLoad) {
 // different customers run side by side.
 TEST_F(SchedFlow, APerKeyLimitHoldsPerKey) {
   test::sched_env env;
-  env.store().set_flow_limits(
-      {{"per_customer", limit(1, std::nullopt, std::chrono::milliseconds(0), "customer")}});
+  env.store().set_flow_limits({{"per_customer", sched::flow_limit::running(1, "customer")}});
   constexpr int count = 30;
   for (int i = 0; i < count; ++i) {
     env.store().create(

@@ -197,6 +197,23 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
   EXPECT_EQ(env.scalar("SELECT coalesce(sum(rescued), 0)::bigint FROM " + env.q("cycles")), count);
 }
 
+// A node process (heartbeat 300 ms, row expiry 1 s) running `count` 30 s tasks of type "slow",
+// started and seen running.
+std::unique_ptr<test::node_process> doomed_node_running(test::sched_env& env, const std::string& id,
+                                                        int count) {
+  std::vector<std::string> args = node_args(env, id, "sleep:30000", "slow", count);
+  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
+    args.emplace_back(extra);
+  auto node = std::make_unique<test::node_process>(SLUICE_TEST_NODE, args);
+  for (int i = 0; i < count; ++i)
+    env.store().create(test::due_now("slow"));
+  const std::string running =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
+  EXPECT_TRUE(test::wait_until([&] { return env.scalar(running, id) == count; }, 10s))
+      << env.scalar(running, id) << " of " << count << " running on " << id;
+  return node;
+}
+
 // The leader's own heartbeat is a minute apart, the doomed node's row expires one second after
 // its last heartbeat. The leader hears the doomed node's heartbeats (NOTIFY) and runs its next
 // heartbeat, which rescues, when that row expires: the tasks are back in the queue within
@@ -214,19 +231,13 @@ TEST_F(SchedMultiNode, TheLeaderRescuesADeadNodeWhenItsRowExpiresNotAtItsNextHea
   ASSERT_TRUE(test::wait_until([&] { return leader.status().listen_delivering; }, 10s));
 
   const std::string dead_id = "doomed-" + test::unique_suffix();
-  std::vector<std::string> args = node_args(env, dead_id, "sleep:30000", "slow", 2);
-  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
-    args.emplace_back(extra);
-  test::node_process doomed(SLUICE_TEST_NODE, args);
   constexpr int count = 2;
-  for (int i = 0; i < count; ++i)
-    env.store().create(test::due_now("slow"));
+  const auto doomed = doomed_node_running(env, dead_id, count);
+  ASSERT_FALSE(HasFailure());
   const std::string running_on_doomed =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
-  ASSERT_TRUE(
-      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s));
 
-  doomed.kill_now();
+  doomed->kill_now();
   const auto killed = steady_clock::now();
   const std::string rescued_runs =
       "SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'rescued' AND node = $1";
@@ -248,17 +259,9 @@ TEST_F(SchedMultiNode, TheLeaderRescuesADeadNodeWhenItsRowExpiresNotAtItsNextHea
 TEST_F(SchedMultiNode, AFollowerTakesTheLeaseAsSoonAsTheDeadLeadersLeaseExpires) {
   test::sched_env env;
   const std::string dead_id = "doomed-" + test::unique_suffix();
-  std::vector<std::string> args = node_args(env, dead_id, "sleep:30000", "slow", 2);
-  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
-    args.emplace_back(extra);
-  test::node_process doomed(SLUICE_TEST_NODE, args);
   constexpr int count = 2;
-  for (int i = 0; i < count; ++i)
-    env.store().create(test::due_now("slow"));
-  const std::string running_on_doomed =
-      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
-  ASSERT_TRUE(
-      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s));
+  const auto doomed = doomed_node_running(env, dead_id, count);
+  ASSERT_FALSE(HasFailure());
   ASSERT_EQ(env.store().leader(), std::optional<std::string>(dead_id));
 
   sched::scheduler_settings s = env.settings();
@@ -270,7 +273,7 @@ TEST_F(SchedMultiNode, AFollowerTakesTheLeaseAsSoonAsTheDeadLeadersLeaseExpires)
   ASSERT_FALSE(follower.status().leader);
   ASSERT_TRUE(test::wait_until([&] { return follower.status().listen_delivering; }, 10s));
 
-  doomed.kill_now();
+  doomed->kill_now();
   const auto killed = steady_clock::now();
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";

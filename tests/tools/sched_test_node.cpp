@@ -138,27 +138,12 @@ sched::handler make_handler(const options& o, const std::string& node_id) {
       return sched::handler_result::failure("sched_test_node: failing as asked");
     };
   }
-  if (h == "ledger") {
+  if (h == "ledger" || h == "dag") {
     const std::string insert =
         "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
-    return [insert, node_id](sched::task_context& ctx) {
-      pool::lease l = ctx.pools().get("work").acquire();
-      pg::transaction tx(*l);
-      l->query(insert, ctx.info().id, node_id);
-      if (!ctx.complete_in(*l)) {
-        tx.rollback();
-        return sched::handler_result::failure("claim is stale; ledger row rolled back");
-      }
-      tx.commit();
-      return sched::handler_result::success();
-    };
-  }
-  // The ledger, except for tasks whose payload says "fail": true, which fail at once.
-  if (h == "dag") {
-    const std::string insert =
-        "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
-    return [insert, node_id](sched::task_context& ctx) {
-      if (ctx.info().payload.find("\"fail\": true") != std::string::npos)
+    const bool may_fail = h == "dag";
+    return [insert, node_id, may_fail](sched::task_context& ctx) {
+      if (may_fail && ctx.info().payload.find("\"fail\": true") != std::string::npos)
         return sched::handler_result::failure("sched_test_node: this task fails by design");
       pool::lease l = ctx.pools().get("work").acquire();
       pg::transaction tx(*l);

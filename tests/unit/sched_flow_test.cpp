@@ -83,17 +83,9 @@ TEST(FlowGraph, RecurringTasksCannotRunAfterOrBeRunAfter) {
   EXPECT_EQ(refused({every}), "");
 }
 
-sched::flow_limit limit(std::optional<int> running, std::optional<int> rate = std::nullopt,
-                        std::chrono::milliseconds period = 0ms, std::string key = {}) {
-  sched::flow_limit l;
-  l.max_running = running;
-  l.rate = rate;
-  l.rate_period = period;
-  l.key = std::move(key);
-  return l;
-}
-
 TEST(FlowLimit, LimitsAreChecked) {
+  auto running_with_period = sched::flow_limit::running(2);
+  running_with_period.rate_period = 1s;
   const auto message = [](const sched::flow_limit& l) {
     try {
       l.validate("t");
@@ -102,16 +94,19 @@ TEST(FlowLimit, LimitsAreChecked) {
     }
     return std::string();
   };
-  EXPECT_EQ(message(limit(3)), "");
-  EXPECT_EQ(message(limit(std::nullopt, 30, 1min)), "");
-  EXPECT_EQ(message(limit(1, std::nullopt, 0ms, "customer")), "");
-  EXPECT_NE(message(limit(std::nullopt)).find("set max_running, rate, or both"), std::string::npos);
-  EXPECT_NE(message(limit(0)).find("max_running must be at least 1"), std::string::npos);
-  EXPECT_NE(message(limit(std::nullopt, 5)).find("rate_period must be between 1s and 1d"),
+  EXPECT_EQ(message(sched::flow_limit::running(3)), "");
+  EXPECT_EQ(message(sched::flow_limit::starts(30, 1min)), "");
+  EXPECT_EQ(message(sched::flow_limit::running(1, "customer")), "");
+  EXPECT_NE(message(sched::flow_limit{}).find("set max_running, rate, or both"), std::string::npos);
+  EXPECT_NE(message(sched::flow_limit::running(0)).find("max_running must be at least 1"),
             std::string::npos);
-  EXPECT_NE(message(limit(std::nullopt, 5, 500ms)).find("between 1s and 1d"), std::string::npos);
-  EXPECT_NE(message(limit(2, std::nullopt, 1s)).find("without a rate"), std::string::npos);
-  EXPECT_NE(message(limit(2, std::nullopt, 0ms, std::string(201, 'k'))).find("longer than 200"),
+  EXPECT_NE(
+      message(sched::flow_limit::starts(5, 0ms)).find("rate_period must be between 1s and 1d"),
+      std::string::npos);
+  EXPECT_NE(message(sched::flow_limit::starts(5, 500ms)).find("between 1s and 1d"),
+            std::string::npos);
+  EXPECT_NE(message(running_with_period).find("without a rate"), std::string::npos);
+  EXPECT_NE(message(sched::flow_limit::running(2, std::string(201, 'k'))).find("longer than 200"),
             std::string::npos);
   EXPECT_EQ(sched::parse_dependency_failure("run"), sched::dependency_failure::run);
   EXPECT_THROW((void)sched::parse_dependency_failure("retry"), sched::schedule_error);

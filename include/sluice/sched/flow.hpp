@@ -24,6 +24,11 @@ struct flow_limit {
   std::chrono::milliseconds rate_period{0};  // 1 s to 1 day
   std::string key;                           // a top-level payload field; empty: per type
 
+  // At most `n` running at once; at most `n` starts in any window of `period`.
+  [[nodiscard]] static flow_limit running(int n, std::string key = {});
+  [[nodiscard]] static flow_limit starts(int n, std::chrono::milliseconds period,
+                                         std::string key = {});
+
   // Throws schedule_error naming the type and the field.
   void validate(std::string_view type) const;
   bool operator==(const flow_limit&) const = default;
