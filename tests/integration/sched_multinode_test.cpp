@@ -94,7 +94,7 @@ TEST_F(SchedMultiNode, TenThousandTasksRunExactlyOnceAcrossThreeProcesses) {
   ASSERT_EQ(env.store().run_now(template_id), sched::change_result::done);
 
   const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool finished = test::wait_until([&] { return env.scalar(done) == total; }, 150s, 200ms);
+  const bool finished = test::eventually([&] { return env.scalar(done) == total; }, 150s, 200ms);
   const double took = seconds_since(started);
   ASSERT_TRUE(finished) << env.scalar(done) << " of " << total << " succeeded after " << took
                         << " s";
@@ -148,7 +148,7 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
   const std::string running_on_doomed =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
   ASSERT_TRUE(
-      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s))
+      test::eventually([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s))
       << env.scalar(running_on_doomed, dead_id) << " running on the doomed node";
 
   doomed.kill_now();
@@ -163,7 +163,7 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
 
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool rescued = test::wait_until([&] { return env.scalar(succeeded) == count; }, 15s, 50ms);
+  const bool rescued = test::eventually([&] { return env.scalar(succeeded) == count; }, 15s, 50ms);
   const double took = seconds_since(killed);
   ASSERT_TRUE(rescued) << env.scalar(succeeded) << " of " << count << " rerun after " << took
                        << " s";
