@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace sluice::test {
@@ -385,12 +386,8 @@ std::string daemon_process::log() const {
 }
 
 bool daemon_process::wait_for_log(std::string_view text, milliseconds timeout) const {
-  const auto deadline = steady_clock::now() + timeout;
-  for (;;) {
-    if (log().find(text) != std::string::npos) return true;
-    if (steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  return eventually([&] { return log().find(text) != std::string::npos; }, timeout,
+                    milliseconds(20));
 }
 
 bool daemon_process::reap(bool block) {
