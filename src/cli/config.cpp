@@ -22,6 +22,7 @@
 #include "cli/config_keys.hpp"
 #include "sluice/pg/conninfo.hpp"
 #include "sluice/sched/handlers.hpp"
+#include "sluice/sched/schedule.hpp"
 
 static_assert(TOML_EXCEPTIONS, "config.cpp expects toml::parse to throw toml::parse_error");
 
@@ -397,24 +398,12 @@ milliseconds parse_duration(std::string_view text) {
 }
 
 std::string format_duration(milliseconds d) {
-  if (d == 0ms) return "0s";
-  std::string out;
-  if (d < 0ms) {
-    out += '-';
-    d = -d;
-  }
-  const std::pair<std::string_view, milliseconds> units[] = {{"d", std::chrono::hours(24)},
-                                                             {"h", std::chrono::hours(1)},
-                                                             {"m", std::chrono::minutes(1)},
-                                                             {"s", std::chrono::seconds(1)},
-                                                             {"ms", milliseconds(1)}};
-  for (const auto& [name, length] : units) {
-    if (d >= length) {
-      out += std::to_string(d / length);
-      out += name;
-      d %= length;
-    }
-  }
+  // Whole seconds as a schedule writes them (sched::format_duration), then the milliseconds.
+  if (d < 0ms) return "-" + format_duration(-d);
+  const milliseconds ms = d % std::chrono::seconds(1);
+  const auto whole = std::chrono::duration_cast<std::chrono::seconds>(d - ms);
+  std::string out = whole.count() > 0 || ms == 0ms ? sched::format_duration(whole) : "";
+  if (ms > 0ms) out += std::to_string(ms.count()) + "ms";
   return out;
 }
 
