@@ -2,15 +2,20 @@
 // must say the same. Its reference table is generated from the declarations: this test fails
 // when it is out of date, and `cmake --build --preset release --target config_reference`
 // writes it anew. The sections' own tables, which give the advice, must name exactly the keys
-// the declarations have, and the environment table exactly their variables.
+// the declarations have, with the same defaults where they write one literally, and the
+// environment table exactly their variables.
 
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -146,6 +151,96 @@ TEST(ConfigReference, SectionTablesNameEveryKeyOnce) {
     const std::string pool_key = "pools.NAME." + k.substr(std::string("scheduler.lane.").size());
     EXPECT_EQ(declared.count(pool_key), 1U) << k << " is not a key of [pools.NAME]";
   }
+}
+
+// The cells of a Markdown table row, trimmed.
+std::vector<std::string> cells(const std::string& row) {
+  std::vector<std::string> out;
+  std::size_t start = row.find('|');
+  while (start != std::string::npos) {
+    const std::size_t end = row.find('|', start + 1);
+    if (end == std::string::npos) break;
+    std::string cell = row.substr(start + 1, end - start - 1);
+    cell.erase(0, cell.find_first_not_of(' '));
+    cell.erase(cell.find_last_not_of(' ') + 1);
+    out.push_back(cell);
+    start = end;
+  }
+  return out;
+}
+
+// A default cell that is one literal ("`30s`", "`\"rollback\"` (off)"): the literal without
+// its quotes. Anything else ("unset", "`database.url`" followed by words) is prose: nullopt.
+std::optional<std::string> literal(const std::string& cell) {
+  if (cell.size() < 2 || cell[0] != '`') return std::nullopt;
+  const auto end = cell.find('`', 1);
+  if (end == std::string::npos) return std::nullopt;
+  std::string v = cell.substr(1, end - 1);
+  const std::string rest = cell.substr(end + 1);
+  if (!rest.empty() && rest[0] != ' ') return std::nullopt;
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  return v;
+}
+
+bool same_default(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  try {  // "2.5s" is not the file's syntax, but "2s500ms" and "2500ms" are the same value
+    return sluice::cli::parse_duration(a) == sluice::cli::parse_duration(b);
+  } catch (const std::invalid_argument&) {
+    return false;
+  }
+}
+
+TEST(ConfigReference, SectionTablesGiveTheDeclaredDefaults) {
+  // The generated reference: key -> default cell.
+  std::map<std::string, std::string> generated;
+  std::istringstream reference(sluice::cli::config_reference());
+  std::string line;
+  while (std::getline(reference, line)) {
+    const auto c = cells(line);
+    if (c.size() < 3 || c[0].size() < 3 || c[0][0] != '`') continue;
+    generated[c[0].substr(1, c[0].size() - 2)] = c[2];
+  }
+  ASSERT_GT(generated.size(), 50U);
+
+  const std::string text = read_docs();
+  std::istringstream lines(text.substr(0, text.find(begin_marker)));
+  std::string section;
+  std::size_t default_column = 0;
+  int compared = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("## ", 0) == 0 || line.rfind("### ", 0) == 0) {
+      const auto open = line.find('[');
+      const auto close = line.find(']');
+      section = open != std::string::npos && close != std::string::npos && close > open
+                    ? line.substr(open + 1, close - open - 1)
+                    : "";
+      default_column = 0;
+      continue;
+    }
+    const auto c = cells(line);
+    if (c.size() > 2 && c[0] == "key") {
+      for (std::size_t i = 0; i < c.size(); ++i) {
+        if (c[i] == "default") default_column = i;
+      }
+      continue;
+    }
+    if (section.empty() || default_column == 0 || c.size() <= default_column || c[0].size() < 3 ||
+        c[0][0] != '`') {
+      continue;
+    }
+    const std::string key = section + "." + c[0].substr(1, c[0].size() - 2);
+    const auto it = generated.find(key);
+    if (it == generated.end()) continue;  // SectionTablesNameEveryKeyOnce says so
+    const auto documented = literal(c[default_column]);
+    const auto declared = literal(it->second);
+    if (!documented || !declared) continue;
+    ++compared;
+    EXPECT_TRUE(same_default(*documented, *declared))
+        << key << ": docs/configuration.md says the default is " << c[default_column]
+        << ", the declaration " << it->second;
+  }
+  EXPECT_GT(compared, 50);
 }
 
 TEST(ConfigReference, EnvironmentTableNamesEveryVariable) {
