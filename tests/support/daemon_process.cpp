@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/child_process.hpp"
 #include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
@@ -392,16 +393,8 @@ bool daemon_process::wait_for_log(std::string_view text, milliseconds timeout) c
 
 bool daemon_process::reap(bool block) {
   if (reaped_ || pid_ <= 0) return true;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status_, block ? 0 : WNOHANG);
-    if (r == pid_) {
-      reaped_ = true;
-      return true;
-    }
-    if (r == 0) return false;
-    if (errno == EINTR) continue;
-    throw std::system_error(errno, std::generic_category(), "daemon_process: waitpid");
-  }
+  reaped_ = reap_child(pid_, status_, block, "daemon_process");
+  return reaped_;
 }
 
 bool daemon_process::running() {

@@ -16,6 +16,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/child_process.hpp"
+
 extern char** environ;
 
 namespace sluice::test {
@@ -191,16 +193,8 @@ node_process::~node_process() {
 
 bool node_process::reap(bool block) {
   if (reaped_ || pid_ <= 0) return true;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status_, block ? 0 : WNOHANG);
-    if (r == pid_) {
-      reaped_ = true;
-      return true;
-    }
-    if (r == 0) return false;
-    if (errno == EINTR) continue;
-    throw_errno(errno, "waitpid");
-  }
+  reaped_ = reap_child(pid_, status_, block, "node_process");
+  return reaped_;
 }
 
 bool node_process::running() {
