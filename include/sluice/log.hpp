@@ -6,7 +6,6 @@
 // Thread-safety: set_log_sink() may be called at any time; sinks are called concurrently.
 
 #include <functional>
-#include <optional>
 #include <string_view>
 
 namespace sluice {
@@ -15,8 +14,6 @@ enum class log_level { debug, info, warn, error };
 
 // "debug", "info", "warn", "error": the names the configuration file and the logs use.
 [[nodiscard]] std::string_view to_string(log_level level) noexcept;
-// The inverse of to_string(); nullopt for any other text.
-[[nodiscard]] std::optional<log_level> parse_log_level(std::string_view text) noexcept;
 
 using log_sink =
     std::function<void(log_level, std::string_view component, std::string_view message)>;

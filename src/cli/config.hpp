@@ -69,7 +69,7 @@ using env_lookup = std::function<std::optional<std::string>(std::string_view)>;
 inline constexpr std::string_view lane_pool_name = "scheduler";
 
 enum class log_format { text, json };
-// The library's levels (sluice/log.hpp), whose to_string() and parse_log_level() name them.
+// The library's levels (sluice/log.hpp), whose to_string() names them.
 using log_level = sluice::log_level;
 [[nodiscard]] std::string_view to_string(log_format f) noexcept;
 

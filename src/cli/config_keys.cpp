@@ -831,11 +831,10 @@ std::vector<key<log_config>> log_table() {
       choice<L>("format", &L::format, {{"text", log_format::text}, {"json", log_format::json}})
           .reloadable()
           .describe("`json`: one object per line; `--log-format` overrides it."));
-  k.push_back(choice<L>("level", &L::level,
-                        {{"debug", log_level::debug},
-                         {"info", log_level::info},
-                         {"warn", log_level::warn},
-                         {"error", log_level::error}})
+  std::vector<std::pair<std::string, log_level>> levels;  // named as the library names them
+  for (const log_level l : {log_level::debug, log_level::info, log_level::warn, log_level::error})
+    levels.emplace_back(std::string(to_string(l)), l);
+  k.push_back(choice<L>("level", &L::level, std::move(levels))
                   .reloadable()
                   .describe("Least severe level written."));
   return k;

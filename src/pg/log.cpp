@@ -27,13 +27,6 @@ std::string_view to_string(log_level level) noexcept {
   return "?";
 }
 
-std::optional<log_level> parse_log_level(std::string_view text) noexcept {
-  for (const log_level l : {log_level::debug, log_level::info, log_level::warn, log_level::error}) {
-    if (to_string(l) == text) return l;
-  }
-  return std::nullopt;
-}
-
 void set_log_sink(log_sink sink) {
   auto next = sink ? std::make_shared<const log_sink>(std::move(sink)) : nullptr;
   const std::scoped_lock lock(sink_mutex);
