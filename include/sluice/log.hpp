@@ -12,6 +12,9 @@ namespace sluice {
 
 enum class log_level { debug, info, warn, error };
 
+// "debug", "info", "warn", "error": the names the configuration file and the logs use.
+[[nodiscard]] std::string_view to_string(log_level level) noexcept;
+
 using log_sink =
     std::function<void(log_level, std::string_view component, std::string_view message)>;
 

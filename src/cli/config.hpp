@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "sluice/log.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/settings.hpp"
 #include "sluice/sched/handlers.hpp"
@@ -68,9 +69,9 @@ using env_lookup = std::function<std::optional<std::string>(std::string_view)>;
 inline constexpr std::string_view lane_pool_name = "scheduler";
 
 enum class log_format { text, json };
-enum class log_level { debug, info, warn, error };
+// The library's levels (sluice/log.hpp), whose to_string() names them.
+using log_level = sluice::log_level;
 [[nodiscard]] std::string_view to_string(log_format f) noexcept;
-[[nodiscard]] std::string_view to_string(log_level l) noexcept;
 
 struct database_config {
   // conninfo string or URI shared by every pool without a url of its own. Empty: libpq reads
@@ -173,12 +174,15 @@ struct daemon_config {
   http_tasks_config http_tasks;
   std::vector<task_type_alias> types;  // [types.NAME], sorted by name
   log_config log;
-  std::vector<std::string> environment_applied;  // names of the variables that changed something
+  std::vector<std::string> environment_applied;  // the variables that changed something, sorted
 
   // Most server connections the process can hold: size + max_overflow over the pools and the
   // lane, plus one for LISTEN when scheduler.listen is on.
   [[nodiscard]] int connections_needed() const noexcept;
   [[nodiscard]] int dedicated_connections() const noexcept { return scheduler.listen ? 1 : 0; }
+  // The terms of connections_needed() as the messages and the log name them:
+  // "platform 5+10", ..., "scheduler lane 2+1", "LISTEN 1".
+  [[nodiscard]] std::vector<std::string> connection_terms() const;
 
   [[nodiscard]] pool::manager_settings manager_settings() const;
   // The named pools followed by the lane: everything to add() to the pool manager.
@@ -206,6 +210,13 @@ struct daemon_config {
 // token_file is read relative to the current directory. Throws config_error.
 [[nodiscard]] daemon_config parse_config(std::string_view toml_text, std::string_view source_name,
                                          const env_lookup& env);
+
+// Whether SIGHUP applies a change of `key` at once, a dotted path as in to_json_redacted()
+// ("log.level", "commands.allow", "pools.platform.size"); every other key needs a restart.
+[[nodiscard]] bool reloadable(std::string_view key);
+
+// The reference table of every key (Markdown), as docs/configuration.md holds it.
+[[nodiscard]] std::string config_reference();
 
 // Durations as the file writes them: groups of a whole number and a unit, units d, h, m, s, ms
 // largest first and each at most once ("500ms", "30s", "1m30s", "2h", "1d12h"). A bare number

@@ -11,7 +11,9 @@ std::mutex sink_mutex;
 // Shared so a sink being replaced stays alive while another thread is still calling it.
 std::shared_ptr<const log_sink> current_sink;  // guarded by sink_mutex
 
-std::string_view level_name(log_level level) {
+}  // namespace
+
+std::string_view to_string(log_level level) noexcept {
   switch (level) {
     case log_level::debug:
       return "debug";
@@ -24,8 +26,6 @@ std::string_view level_name(log_level level) {
   }
   return "?";
 }
-
-}  // namespace
 
 void set_log_sink(log_sink sink) {
   auto next = sink ? std::make_shared<const log_sink>(std::move(sink)) : nullptr;
@@ -44,8 +44,8 @@ void log(log_level level, std::string_view component, std::string_view message) 
     return;
   }
   if (level < log_level::warn) return;
-  std::fprintf(stderr, "sluice %.*s [%.*s] %.*s\n", static_cast<int>(level_name(level).size()),
-               level_name(level).data(), static_cast<int>(component.size()), component.data(),
+  std::fprintf(stderr, "sluice %.*s [%.*s] %.*s\n", static_cast<int>(to_string(level).size()),
+               to_string(level).data(), static_cast<int>(component.size()), component.data(),
                static_cast<int>(message.size()), message.data());
 }
 

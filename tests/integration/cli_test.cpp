@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace {
@@ -74,17 +75,12 @@ cli_result run_sluice(const std::vector<std::string>& args,
 
   cli_result r;
   int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   // A child's exit has no signal this thread can wait on with a deadline: poll.
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      ADD_FAILURE() << "sluice did not finish within " << timeout.count() << " s";
-      status = -1;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!sluice::test::eventually([&] { return waitpid(pid, &status, WNOHANG) != 0; }, timeout)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    ADD_FAILURE() << "sluice did not finish within " << timeout.count() << " s";
+    status = -1;
   }
   if (status != -1) r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = read_file(out_path);

@@ -188,7 +188,7 @@ class Daemon : public ::testing::Test {
   // Polls the task through the API until it is in `state`.
   bool wait_for_state(std::int64_t id, const std::string& state,
                       std::chrono::milliseconds timeout = 20s) {
-    return test::wait_until([&] { return task(id).value("state", "") == state; }, timeout, 50ms);
+    return test::eventually([&] { return task(id).value("state", "") == state; }, timeout, 50ms);
   }
 
   // One value from the daemon's database, through a connection of the test's own.
@@ -242,7 +242,7 @@ TEST_F(Daemon, EveryEndpointAnswers) {
   EXPECT_TRUE(h["uptime_s"].is_number());
   const std::string node = h["node_id"].get<std::string>();
 
-  ASSERT_TRUE(test::wait_until([&] { return get("/ready").status == 200; }, 10s))
+  ASSERT_TRUE(test::eventually([&] { return get("/ready").status == 200; }, 10s))
       << get("/ready").body;
   EXPECT_EQ(body_of(get("/ready"))["status"], "ready");
 
@@ -255,7 +255,7 @@ TEST_F(Daemon, EveryEndpointAnswers) {
   }
   EXPECT_EQ(names, (std::vector<std::string>{"other", "scheduler", "work"}));
 
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] { return !body_of(get("/api/v1/pools/history"))["samples"].empty(); }, 10s));
 
   const json sched = body_of(get("/api/v1/scheduler"));
@@ -264,9 +264,9 @@ TEST_F(Daemon, EveryEndpointAnswers) {
   ASSERT_EQ(sched["nodes"].size(), 1U) << sched.dump();
   EXPECT_EQ(sched["nodes"][0]["id"], node);
   ASSERT_TRUE(
-      test::wait_until([&] { return body_of(get("/api/v1/scheduler"))["leader"] == node; }, 10s));
+      test::eventually([&] { return body_of(get("/api/v1/scheduler"))["leader"] == node; }, 10s));
 
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] { return !body_of(get("/api/v1/cycles?limit=2"))["cycles"].empty(); }, 10s));
   EXPECT_EQ(body_of(get("/api/v1/cycles?limit=1"))["cycles"][0]["node"], node);
 
@@ -769,7 +769,7 @@ TEST_F(Daemon, MetricsCarryEveryFamily) {
   ASSERT_TRUE(wait_for_state(ok, "succeeded"));
   ASSERT_TRUE(wait_for_state(bad, "failed"));
   // The server-wide families come from the pool history's first sample.
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         return get("/metrics").body.find("sluice_server_max_connections") != std::string::npos;
       },

@@ -9,6 +9,7 @@
 
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/scheduler.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 using namespace std::chrono_literals;
@@ -16,15 +17,7 @@ namespace sched = sluice::sched;
 
 namespace {
 
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return cond();
-}
+using sluice::test::eventually;
 
 }  // namespace
 

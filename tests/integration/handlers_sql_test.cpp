@@ -76,7 +76,7 @@ class HandlersSql : public testing::Test {
   // Waits until the pool's connection is running a pg_sleep; pg_stat_activity is the only signal.
   bool sleeping(milliseconds timeout) {
     sluice::pg::connection observer = test::test_connect("sluice-test-sqlh-observer");
-    return test::wait_until(
+    return test::eventually(
         [&] {
           return observer
                      .query(

@@ -279,7 +279,7 @@ TEST_F(HttpApi, MetricsExposition) {
   const auto id = create({{"type", "noop"}, {"name", "metrics-run"}});
   ASSERT_TRUE(test::wait_for_state(env_->store(), id, sched::task_state::succeeded, 20s));
   create({{"type", "noop"}, {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         const auto s = server_->history().latest();
         return s && s->max_connections;
@@ -353,7 +353,7 @@ TEST_F(HttpApi, Pools) {
 }
 
 TEST_F(HttpApi, PoolHistory) {
-  ASSERT_TRUE(test::wait_until([&] { return server_->history().samples().size() >= 3; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return server_->history().samples().size() >= 3; }, 10s));
   const json j = body(get("/api/v1/pools/history"));
   EXPECT_EQ(j["interval_ms"], 100);
   EXPECT_EQ(j["capacity"], 100);
@@ -376,7 +376,7 @@ TEST_F(HttpApi, PoolHistory) {
 }
 
 TEST_F(HttpApi, Scheduler) {
-  ASSERT_TRUE(test::wait_until([&] { return scheduler_->status().leader; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return scheduler_->status().leader; }, 10s));
   ASSERT_TRUE(test::wait_for_cycles(*scheduler_, 1));
   const json j = body(get("/api/v1/scheduler"));
   EXPECT_EQ(j["node"]["state"], "running");
@@ -394,7 +394,7 @@ TEST_F(HttpApi, Scheduler) {
 }
 
 TEST_F(HttpApi, CyclesArePaged) {
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] { return env_->scalar("SELECT count(*) FROM " + env_->q("cycles")) >= 5; }, 20s));
   const json first = body(get("/api/v1/cycles?limit=2"));
   ASSERT_EQ(first["cycles"].size(), 2U);
@@ -703,7 +703,7 @@ TEST_F(HttpApi, BadRequestsAreRefusedAndWriteNothing) {
 
 TEST_F(HttpApi, NoSecretInAnyResponse) {
   create({{"type", "noop"}, {"schedule", {{"kind", "once"}, {"at", in_an_hour()}}}});
-  ASSERT_TRUE(test::wait_until([&] { return server_->history().samples().size() >= 1; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return server_->history().samples().size() >= 1; }, 10s));
   for (const char* path :
        {"/health", "/ready", "/metrics", "/api/v1/pools", "/api/v1/pools/history",
         "/api/v1/scheduler", "/api/v1/cycles", "/api/v1/tasks"}) {

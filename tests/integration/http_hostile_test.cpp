@@ -571,7 +571,7 @@ TEST_F(HttpHostile, TheReserveAnswersProbesWhenEveryConnectionIsBusy) {
     pollfd p{b->fd(), POLLIN, 0};
     ASSERT_EQ(::poll(&p, 1, 10000), 1) << "a blocker got no answer";
   }
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         const auto r = round_trip(port_, get_request("/api/v1/pools", "Connection: close\r\n"));
         return r && r->status == 503;
@@ -595,7 +595,7 @@ TEST_F(HttpHostile, TheReserveAnswersProbesWhenEveryConnectionIsBusy) {
     }
   }
   blockers.clear();  // their connections close; the server's writes fail and free them
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         const auto r = round_trip(port_, get_request("/api/v1/pools", "Connection: close\r\n"));
         return r && r->status == 200;

@@ -205,7 +205,7 @@ TEST(Incident, BurstOfSeedTaskTypesStaysWithinTheBudget) {
             "WHERE state NOT IN ('succeeded', 'failed', 'cancelled')")
         .one<std::int64_t>();
   };
-  EXPECT_TRUE(test::wait_until([&] { return unfinished() == 0; }, 240s, 100ms))
+  EXPECT_TRUE(test::eventually([&] { return unfinished() == 0; }, 240s, 100ms))
       << unfinished() << " tasks unfinished\n"
       << node.log();
   sampler.stop();

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "sluice/pg/connection.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace pg = sluice::pg;
@@ -19,18 +20,16 @@ namespace {
 
 // Waits until backend `pid` is running a statement. pg_stat_activity is the only signal.
 bool wait_until_active(pg::connection& observer, int pid, std::chrono::milliseconds timeout) {
-  const auto deadline = steady_clock::now() + timeout;
-  while (steady_clock::now() < deadline) {
-    if (observer
-            .query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' "
-                   "AND query LIKE '%pg_sleep%'",
-                   pid)
-            .one<std::int64_t>() == 1) {
-      return true;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  return false;
+  return test::eventually(
+      [&] {
+        return observer
+                   .query(
+                       "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = "
+                       "'active' AND query LIKE '%pg_sleep%'",
+                       pid)
+                   .one<std::int64_t>() == 1;
+      },
+      timeout, 5ms);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "sluice/pg/connection.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace pg = sluice::pg;
@@ -322,13 +323,16 @@ TEST_F(PgConnection, TerminationDuringAStatementPoisonsToo) {
     }
   });
   // Wait until the statement runs; there is no signal for that but pg_stat_activity.
-  const auto deadline = steady_clock::now() + 10s;
-  while (
-      conn_.query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", pid)
-              .one<std::int64_t>() == 0 &&
-      steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  (void)sluice::test::eventually(
+      [&] {
+        return conn_
+                   .query(
+                       "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = "
+                       "'active'",
+                       pid)
+                   .one<std::int64_t>() != 0;
+      },
+      10s, 5ms);
   EXPECT_TRUE(conn_.query("SELECT pg_terminate_backend($1, 5000)", pid).one<bool>());
   runner.join();
   ASSERT_TRUE(failure);

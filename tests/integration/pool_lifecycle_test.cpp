@@ -22,6 +22,7 @@
 #include "sluice/log.hpp"
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/pool.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace pg = sluice::pg;
@@ -47,17 +48,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-// Polls `cond` until it holds or `limit` passes, for states the pool's own threads reach with
-// no signal a test could wait on.
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = steady_clock::now() + limit;
-  for (;;) {
-    if (cond()) return true;
-    if (steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
+using sluice::test::eventually;
 
 // Backend pids of the server connections with this application_name.
 std::set<int> backends_of(const std::string& application_name) {

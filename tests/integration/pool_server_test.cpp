@@ -27,6 +27,7 @@
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/pool.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 #include "support/temp_cluster.hpp"
 
@@ -42,15 +43,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
 
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = steady_clock::now() + limit;
-  for (;;) {
-    if (cond()) return true;
-    if (steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-}
+using sluice::test::eventually;
 
 // Collects the library's log messages (the pool warns at every refused or failed connect) so
 // that they can be counted, and so they do not flood the test output.

@@ -116,7 +116,7 @@ TEST_F(SchedConnections, ExhaustedHandlerPoolNeitherExceedsTheBudgetNorStopsTheC
   for (int i = 0; i < tasks; ++i)
     (void)env.store().create(test::due_now("hog"));
   const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool finished = test::wait_until([&] { return env.scalar(done) == tasks; }, 30s, 50ms);
+  const bool finished = test::eventually([&] { return env.scalar(done) == tasks; }, 30s, 50ms);
   stop_sampling = true;
   sampler.join();
   node.stop();

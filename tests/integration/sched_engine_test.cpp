@@ -166,7 +166,7 @@ TEST_F(SchedEngine, IntervalTaskRunsEverySecond) {
   sched::task_spec spec = test::due_now("tick");
   spec.when = sched::schedule::every(1s);
   const std::int64_t id = env.store().create(spec);
-  ASSERT_TRUE(test::wait_until([&] { return rec.count() >= 3; }, 4500ms))
+  ASSERT_TRUE(test::eventually([&] { return rec.count() >= 3; }, 4500ms))
       << "only " << rec.count() << " runs in 4.5 s";
   node.stop();
 
@@ -305,7 +305,7 @@ TEST_F(SchedEngine, RecurringTaskKeepsItsScheduleAndPausesAfterConsecutiveFailur
   const std::int64_t id = env.store().create(spec);
 
   std::optional<sched::task> between;  // the task seen after one failed occurrence
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         const sched::task t = *env.store().get(id);
         if (t.consecutive_failures == 1 && t.state == task_state::scheduled) between = t;
@@ -410,7 +410,7 @@ TEST_F(SchedEngine, TheLeaderPrunesFinishedTasksPastTheirRetention) {
   node.start();
   const std::int64_t new_id = env.store().create(test::due_now("once"));
   ASSERT_TRUE(test::wait_for_state(env.store(), new_id, task_state::succeeded, 10s));
-  ASSERT_TRUE(test::wait_until([&] { return !env.store().get(old_id).has_value(); }, 10s))
+  ASSERT_TRUE(test::eventually([&] { return !env.store().get(old_id).has_value(); }, 10s))
       << "the finished task past its retention is still there";
   EXPECT_TRUE(env.store().get(new_id).has_value());
   EXPECT_EQ(test::runs_oldest_first(env.store(), new_id).size(), 1U);
@@ -450,7 +450,7 @@ TEST(SchedEnginePrefetch, ClaimsGrowWithTheBacklogUpToMaxPrefetch) {
     node.start();
     const std::string succeeded =
         "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-    ASSERT_TRUE(test::wait_until([&] { return env.scalar(succeeded) == tasks; }, 60s, 50ms))
+    ASSERT_TRUE(test::eventually([&] { return env.scalar(succeeded) == tasks; }, 60s, 50ms))
         << env.scalar(succeeded) << " of " << tasks << " with max_prefetch " << max_prefetch;
     node.stop();
     const std::int64_t largest = largest_claim(env);
@@ -488,7 +488,7 @@ TEST(SchedEngineStop, StopDoesNotWaitForAHandlerThatIgnoresCancellation) {
   });
   node.start();
   const std::int64_t id = env.store().create(test::due_now("stubborn"));
-  ASSERT_TRUE(test::wait_until([&] { return started->load(); }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return started->load(); }, 10s));
   const auto before = steady_clock::now();
   node.stop();
   const double took = std::chrono::duration<double>(steady_clock::now() - before).count();
@@ -535,7 +535,7 @@ TEST_F(SchedEngine, TasksBeforeTheClaimWatermarkRunDuringABacklog) {
   node.start();
   const std::string done =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE type = 'bulk' AND state = 'succeeded'";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(done) >= 200; }, 30s));
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(done) >= 200; }, 30s));
 
   // Both sort before the watermark: one by priority, one by due time (an hour ago).
   sched::task_spec urgent = test::due_now("bulk");
@@ -572,7 +572,7 @@ TEST_F(SchedEngine, AStalledCompleterHoldsBackTheClaims) {
   // A first batch creates the completer's counter rows (its own stats shard, 16 and up).
   const std::int64_t first = env.store().create(test::due_now("job"));
   ASSERT_TRUE(test::wait_for_state(env.store(), first, task_state::succeeded, 10s));
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         return env.scalar("SELECT count(*) FROM " + env.q("stats") + " WHERE shard >= 16") > 0;
       },
@@ -596,7 +596,7 @@ TEST_F(SchedEngine, AStalledCompleterHoldsBackTheClaims) {
       << "claims ran ahead of outcomes that could not be written";
   blocker.exec("COMMIT");
   const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  EXPECT_TRUE(test::wait_until([&] { return env.scalar(done) == total + 1; }, 30s))
+  EXPECT_TRUE(test::eventually([&] { return env.scalar(done) == total + 1; }, 30s))
       << env.scalar(done) << " of " << total + 1 << " succeeded";
   node.stop();
   EXPECT_EQ(env.store().stats().total("runs_succeeded"), total + 1);

@@ -109,7 +109,7 @@ TEST_F(SchedFencing, HandlerIgnoringCancelIsStuckAndItsLateCompletionIsFenced) {
   spec.backoff_base = 100ms;
   const std::int64_t id = env.store().create(spec);
 
-  ASSERT_TRUE(test::wait_until([&] { return node.status().stuck == 1; }, 3s))
+  ASSERT_TRUE(test::eventually([&] { return node.status().stuck == 1; }, 3s))
       << "stuck = " << node.status().stuck;
   EXPECT_FALSE(hung_returned.load()) << "stuck must be reported while the handler hangs";
 
@@ -117,7 +117,7 @@ TEST_F(SchedFencing, HandlerIgnoringCancelIsStuckAndItsLateCompletionIsFenced) {
       << "state " << sched::to_string(env.store().get(id)->state);
   EXPECT_TRUE(retry_ran_while_hung.load()) << "the retry waited for the stuck handler";
 
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         return env.scalar("SELECT count(*) FROM " + env.q("task_runs") +
                               " WHERE task_id = $1 AND outcome = 'fenced'",
@@ -125,7 +125,7 @@ TEST_F(SchedFencing, HandlerIgnoringCancelIsStuckAndItsLateCompletionIsFenced) {
       },
       8s))
       << "the hung handler's late completion was not recorded as fenced";
-  EXPECT_TRUE(test::wait_until([&] { return node.status().stuck == 0; }, 2s));
+  EXPECT_TRUE(test::eventually([&] { return node.status().stuck == 0; }, 2s));
 
   const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
   EXPECT_EQ(outcomes_of(runs), (std::vector<std::string>{"timed_out", "succeeded", "fenced"}));
@@ -160,7 +160,7 @@ TEST_F(SchedFencing, StaleCompletionIsRefusedAndRecordedAsFenced) {
   node.start();
 
   const std::int64_t id = env.store().create(test::due_now("fenced"));
-  ASSERT_TRUE(test::wait_until([&] { return g.entered(); }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return g.entered(); }, 10s));
   const sched::task claimed = *env.store().get(id);
   ASSERT_EQ(claimed.state, task_state::running);
   EXPECT_EQ(claimed.claimed_by, std::optional<std::string>(node.node_id()));
@@ -173,7 +173,7 @@ TEST_F(SchedFencing, StaleCompletionIsRefusedAndRecordedAsFenced) {
   const std::int64_t token = bumped[0].get<std::int64_t>(0);
   g.open();
 
-  ASSERT_TRUE(test::wait_until([&] { return node.status().fenced == 1; }, 5s))
+  ASSERT_TRUE(test::eventually([&] { return node.status().fenced == 1; }, 5s))
       << "fenced = " << node.status().fenced;
   const std::vector<sched::task_run> runs = test::runs_oldest_first(env.store(), id);
   ASSERT_EQ(outcomes_of(runs), std::vector<std::string>{"fenced"});
@@ -218,7 +218,7 @@ TEST_F(SchedFencing, StaleTransactionalCompletionIsRefused) {
   node.start();
 
   const std::int64_t id = env.store().create(test::due_now("ledger"));
-  ASSERT_TRUE(test::wait_until([&] { return g.entered(); }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return g.entered(); }, 10s));
   ASSERT_EQ(env.sql()
                 .query("UPDATE " + env.q("tasks") +
                            " SET claim_token = claim_token + 1 WHERE id = $1 AND state = 'running'",
@@ -227,7 +227,7 @@ TEST_F(SchedFencing, StaleTransactionalCompletionIsRefused) {
             1);
   g.open();
 
-  ASSERT_TRUE(test::wait_until([&] { return node.status().fenced == 1; }, 5s));
+  ASSERT_TRUE(test::eventually([&] { return node.status().fenced == 1; }, 5s));
   EXPECT_EQ(complete_in_answer.load(), 0);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("ledger")), 0);
   EXPECT_EQ(outcomes_of(test::runs_oldest_first(env.store(), id)),
@@ -264,7 +264,7 @@ TEST_F(SchedFencing, TransactionalCompletionWritesExactlyOneLedgerRowPerTask) {
     (void)env.store().create(test::due_now("ledger"));
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(succeeded) == tasks; }, 20s))
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(succeeded) == tasks; }, 20s))
       << env.scalar(succeeded) << " of " << tasks << " succeeded";
   ASSERT_TRUE(test::wait_for_cycles(node, 2));
 
@@ -334,7 +334,7 @@ TEST_F(SchedFencing, GracefulStopLetsARunningHandlerFinish) {
   });
   node.start();
   const std::int64_t id = env.store().create(test::due_now("short"));
-  ASSERT_TRUE(test::wait_until([&] { return started.load(); }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return started.load(); }, 10s));
 
   const auto t0 = steady_clock::now();
   node.stop();
@@ -378,7 +378,7 @@ TEST_F(SchedFencing, GracefulStopCancelsAndHandsTheClaimBack) {
   sched::task_spec spec = test::due_now("long");
   spec.max_attempts = 1;  // a stop must not use up the task's only attempt
   const std::int64_t id = env.store().create(spec);
-  ASSERT_TRUE(test::wait_until([&] { return started.load(); }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return started.load(); }, 10s));
 
   const auto t0 = steady_clock::now();
   node->stop();
@@ -450,7 +450,7 @@ TEST_F(SchedFencing, OrphanedClaimOfALiveNodeIsHandedBackAfterAFailedCycle) {
   env.sql().exec("ALTER TABLE " + env.q("cycles") +
                  " ADD CONSTRAINT refuse_cycles CHECK (false) NOT VALID");
   node.wake();
-  ASSERT_TRUE(test::wait_until([&] { return node.status().cycle_errors > errors_before; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return node.status().cycle_errors > errors_before; }, 10s));
   env.sql().exec("ALTER TABLE " + env.q("cycles") + " DROP CONSTRAINT refuse_cycles");
   node.wake();
 

@@ -89,7 +89,7 @@ TEST_F(SchedFleetPgBouncer, ThreeNodesRunEveryTaskExactlyOnceThroughPgBouncer) {
         SLUICE_TEST_NODE, node_args(env, bouncer, ids.back(), "ledger", "ledger")));
   }
   const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(done) == total; }, 120s, 200ms))
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(done) == total; }, 120s, 200ms))
       << env.scalar(done) << " of " << total << " succeeded";
   for (std::size_t i = 0; i < nodes.size(); ++i)
     EXPECT_EQ(nodes[i]->terminate(15s), 0) << "node " << ids[i] << " did not stop cleanly";
@@ -135,7 +135,7 @@ TEST_F(SchedFleetPgBouncer, AKilledNodesTasksAreRescuedThroughPgBouncer) {
     tasks.push_back(env.store().create(test::due_now("slow")));
   const std::string running =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(running, doomed_id) == count; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(running, doomed_id) == count; }, 10s));
   doomed.kill_now();
 
   // The rescuer runs the same type with a handler that succeeds at once.

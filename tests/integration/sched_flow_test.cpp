@@ -145,7 +145,7 @@ TEST_F(SchedFlow, AGlobalLimitOfThreeHoldsAcrossThreeNodes) {
   auto nodes = start_nodes(env, 3, "sleep:100", "limited", 4);
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool all = test::wait_until([&] { return env.scalar(succeeded) == count; }, 60s, 50ms);
+  const bool all = test::eventually([&] { return env.scalar(succeeded) == count; }, 60s, 50ms);
   done = true;
   sampler.join();
   ASSERT_TRUE(all) << env.scalar(succeeded) << " of " << count << " succeeded";
@@ -212,7 +212,7 @@ TEST_F(SchedFlow, APerKeyLimitHoldsPerKey) {
   auto nodes = start_nodes(env, 2, "sleep:80", "per_customer", 4);
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(succeeded) == count; }, 60s, 50ms));
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(succeeded) == count; }, 60s, 50ms));
   for (auto& n : nodes)
     EXPECT_EQ(n->terminate(10s), 0);
   for (int c = 0; c < 3; ++c) {
@@ -273,11 +273,11 @@ TEST_F(SchedFlow, AThousandTaskGraphRunsOnceInOrderThroughAKilledNode) {
 
   auto nodes = start_nodes(env, 3, "dag", "dag", 4);
   const std::string ledger = "SELECT count(*) FROM " + env.q("ledger");
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(ledger) >= 300; }, 60s, 20ms));
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(ledger) >= 300; }, 60s, 20ms));
   nodes[0]->kill_now();
   const std::string final_states = "SELECT count(*) FROM " + env.q("tasks") +
                                    " WHERE state IN ('succeeded', 'failed', 'cancelled')";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(final_states) == 1000; }, 120s, 50ms))
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(final_states) == 1000; }, 120s, 50ms))
       << env.scalar(final_states) << " of 1000 final";
   for (std::size_t i = 1; i < nodes.size(); ++i)
     EXPECT_EQ(nodes[i]->terminate(10s), 0);

@@ -83,7 +83,7 @@ TEST_F(SchedIncarnation, KilledNodesRestartedUnderTheirIdsGetTheirTasksBackAtOnc
   for (int i = 0; i < nodes * per_node; ++i)
     tasks.push_back(env.store().create(test::due_now("work")));
   const std::string running = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running'";
-  ASSERT_TRUE(test::wait_until([&] { return env.scalar(running) == nodes * per_node; }, 15s))
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(running) == nodes * per_node; }, 15s))
       << env.scalar(running) << " of " << nodes * per_node << " running";
 
   std::int64_t held_by_stable = 0;
@@ -102,7 +102,7 @@ TEST_F(SchedIncarnation, KilledNodesRestartedUnderTheirIdsGetTheirTasksBackAtOnc
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
   ASSERT_TRUE(
-      test::wait_until([&] { return env.scalar(succeeded) == nodes * per_node; }, 20s, 50ms))
+      test::eventually([&] { return env.scalar(succeeded) == nodes * per_node; }, 20s, 50ms))
       << env.scalar(succeeded) << " of " << nodes * per_node << " succeeded "
       << seconds_since(killed) << " s after the restart; still running: " << env.scalar(running);
   const double took = seconds_since(killed);
@@ -171,7 +171,7 @@ TEST_F(SchedIncarnation, ASecondLiveProcessUnderTheSameIdExitsWithAnError) {
   const std::string id = "shared-" + test::unique_suffix();
   test::node_process first(SLUICE_TEST_NODE, node_args(env, id, "sleep:60000", 2));
   const std::int64_t task = env.store().create(test::due_now("work"));
-  ASSERT_TRUE(test::wait_until([&] { return running_on(env, id) == 1; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return running_on(env, id) == 1; }, 10s));
   const std::int64_t token_before =
       env.scalar("SELECT claim_token FROM " + env.q("tasks") + " WHERE id = $1", task);
 
@@ -202,7 +202,7 @@ TEST_F(SchedIncarnation, ASupersededSchedulerStopsClaimingAndSaysSo) {
   env.sql().query("UPDATE " + env.q("nodes") +
                       " SET incarnation = 42, pid = 1, host = 'elsewhere' WHERE id = $1",
                   s.node_id);
-  ASSERT_TRUE(test::wait_until([&] { return node.status().superseded; }, 5s));
+  ASSERT_TRUE(test::eventually([&] { return node.status().superseded; }, 5s));
   EXPECT_EQ(called.load(), 1);
   EXPECT_NE(node.status().last_error.find("elsewhere"), std::string::npos)
       << node.status().last_error;

@@ -31,7 +31,7 @@ TEST(SchedListen, ADirectListenConnectionPassesTheDeliveryCheck) {
   sched::scheduler node(env.settings(), env.lane());
   node.handle("job", succeed());
   node.start();
-  ASSERT_TRUE(test::wait_until([&] { return node.status().listen_delivering; }, 10s))
+  ASSERT_TRUE(test::eventually([&] { return node.status().listen_delivering; }, 10s))
       << node.status().listen_problem;
   const std::int64_t id = env.store().create(test::due_now("job"));
   EXPECT_TRUE(test::wait_for_state(env.store(), id, sched::task_state::succeeded, 10s));
@@ -55,7 +55,7 @@ TEST(SchedListen, ListenThroughPgBouncerIsReportedWithTheFixAndPollingStillFinds
   sched::scheduler node(s, env.lane());
   node.handle("job", succeed());
   node.start();
-  ASSERT_TRUE(test::wait_until([&] { return !node.status().listen_problem.empty(); }, 10s))
+  ASSERT_TRUE(test::eventually([&] { return !node.status().listen_problem.empty(); }, 10s))
       << "LISTEN through PgBouncer was not noticed";
   const std::string problem = node.status().listen_problem;
   EXPECT_NE(problem.find("PgBouncer"), std::string::npos) << problem;

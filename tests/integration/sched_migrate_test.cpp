@@ -315,7 +315,7 @@ TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
   sched::scheduler node(env.settings(), env.lane());
   node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
   node.start();
-  EXPECT_TRUE(test::wait_until(
+  EXPECT_TRUE(test::eventually(
       [&] {
         return env.scalar("SELECT count(*) FROM " + env.q("tasks") +
                           " WHERE state = 'succeeded'") == pending;
@@ -362,7 +362,7 @@ TEST_F(SchedMigrate, VersionSixUpgradesAPopulatedDatabase) {
   sched::scheduler node(env.settings(), env.lane());
   node.handle("job", [](sched::task_context&) { return sched::handler_result::success(); });
   node.start();
-  EXPECT_TRUE(test::wait_until(
+  EXPECT_TRUE(test::eventually(
       [&] {
         return env.scalar("SELECT count(*) FROM " + env.q("tasks") +
                           " WHERE state = 'succeeded'") == pending + 2;

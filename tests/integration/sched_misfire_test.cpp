@@ -77,7 +77,7 @@ outage_result run_after_outage(sched::misfire_policy policy, int catch_up_limit,
                        .one<sched::time_point>();
 
   node.start();
-  const bool settled = test::wait_until(
+  const bool settled = test::eventually(
       [&] {
         const sched::task t = *env.store().get(id);
         std::size_t n = 0;
@@ -207,7 +207,7 @@ TEST_F(SchedMisfire, RestartRepeatsNothingAndStatsMatchHistoryAfterPruning) {
     }
     const std::string final_count =
         "SELECT count(*) FROM " + env.q("tasks") + " WHERE state IN ('succeeded', 'failed')";
-    ASSERT_TRUE(test::wait_until(
+    ASSERT_TRUE(test::eventually(
         [&] { return env.scalar(final_count) == ok_tasks + bad_tasks + tx_tasks; }, 30s))
         << env.scalar(final_count) << " tasks final: " << breakdown(env);
     first.stop();

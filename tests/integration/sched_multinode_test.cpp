@@ -96,7 +96,7 @@ TEST_F(SchedMultiNode, TenThousandTasksRunExactlyOnceAcrossThreeProcesses) {
   ASSERT_EQ(env.store().run_now(template_id), sched::change_result::done);
 
   const std::string done = "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool finished = test::wait_until([&] { return env.scalar(done) == total; }, 150s, 200ms);
+  const bool finished = test::eventually([&] { return env.scalar(done) == total; }, 150s, 200ms);
   const double took = seconds_since(started);
   ASSERT_TRUE(finished) << env.scalar(done) << " of " << total << " succeeded after " << took
                         << " s";
@@ -150,7 +150,7 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
   const std::string running_on_doomed =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
   ASSERT_TRUE(
-      test::wait_until([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s))
+      test::eventually([&] { return env.scalar(running_on_doomed, dead_id) == count; }, 10s))
       << env.scalar(running_on_doomed, dead_id) << " running on the doomed node";
 
   doomed.kill_now();
@@ -165,7 +165,7 @@ TEST_F(SchedMultiNode, TasksOfAKilledNodeAreRescuedWithinSeconds) {
 
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool rescued = test::wait_until([&] { return env.scalar(succeeded) == count; }, 15s, 50ms);
+  const bool rescued = test::eventually([&] { return env.scalar(succeeded) == count; }, 15s, 50ms);
   const double took = seconds_since(killed);
   ASSERT_TRUE(rescued) << env.scalar(succeeded) << " of " << count << " rerun after " << took
                        << " s";
@@ -209,7 +209,7 @@ std::unique_ptr<test::node_process> doomed_node_running(test::sched_env& env, co
     env.store().create(test::due_now("slow"));
   const std::string running =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
-  EXPECT_TRUE(test::wait_until([&] { return env.scalar(running, id) == count; }, 10s))
+  EXPECT_TRUE(test::eventually([&] { return env.scalar(running, id) == count; }, 10s))
       << env.scalar(running, id) << " of " << count << " running on " << id;
   return node;
 }
@@ -228,7 +228,7 @@ TEST_F(SchedMultiNode, TheLeaderRescuesADeadNodeWhenItsRowExpiresNotAtItsNextHea
   leader.handle("other", [](sched::task_context&) { return sched::handler_result::success(); });
   leader.start();
   ASSERT_TRUE(leader.status().leader);
-  ASSERT_TRUE(test::wait_until([&] { return leader.status().listen_delivering; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return leader.status().listen_delivering; }, 10s));
 
   const std::string dead_id = "doomed-" + test::unique_suffix();
   constexpr int count = 2;
@@ -242,7 +242,7 @@ TEST_F(SchedMultiNode, TheLeaderRescuesADeadNodeWhenItsRowExpiresNotAtItsNextHea
   const std::string rescued_runs =
       "SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'rescued' AND node = $1";
   const bool rescued =
-      test::wait_until([&] { return env.scalar(rescued_runs, dead_id) == count; }, 20s, 50ms);
+      test::eventually([&] { return env.scalar(rescued_runs, dead_id) == count; }, 20s, 50ms);
   const double took = seconds_since(killed);
   ASSERT_TRUE(rescued) << env.scalar(rescued_runs, dead_id) << " of " << count << " rescued after "
                        << took << " s (the leader's next heartbeat is 60 s"
@@ -271,13 +271,13 @@ TEST_F(SchedMultiNode, AFollowerTakesTheLeaseAsSoonAsTheDeadLeadersLeaseExpires)
   follower.handle("slow", [](sched::task_context&) { return sched::handler_result::success(); });
   follower.start();
   ASSERT_FALSE(follower.status().leader);
-  ASSERT_TRUE(test::wait_until([&] { return follower.status().listen_delivering; }, 10s));
+  ASSERT_TRUE(test::eventually([&] { return follower.status().listen_delivering; }, 10s));
 
   doomed->kill_now();
   const auto killed = steady_clock::now();
   const std::string succeeded =
       "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
-  const bool done = test::wait_until([&] { return env.scalar(succeeded) == count; }, 20s, 50ms);
+  const bool done = test::eventually([&] { return env.scalar(succeeded) == count; }, 20s, 50ms);
   const double took = seconds_since(killed);
   ASSERT_TRUE(done) << env.scalar(succeeded) << " of " << count << " rerun after " << took
                     << " s (the follower's next heartbeat is 60 s after its last)";

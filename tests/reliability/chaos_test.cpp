@@ -281,7 +281,7 @@ class Reliability : public ::testing::Test {
     const auto started = std::max(steady_clock::now(), last_due_);
     const auto wait =
         std::chrono::duration_cast<milliseconds>(started - steady_clock::now()) + settle;
-    const bool done = test::wait_until(
+    const bool done = test::eventually(
         [&] {
           return scalar(
                      "SELECT count(*) FROM sluice.tasks WHERE state NOT IN "
@@ -410,7 +410,7 @@ TEST_F(Reliability, KilledBackends) {
   const auto after = steady_clock::now();
   // Work resumes by itself: the next success after the last kill.
   const auto before = scalar("SELECT count(*) FROM public.ledger");
-  EXPECT_TRUE(test::wait_until(
+  EXPECT_TRUE(test::eventually(
       [&] {
         return scalar("SELECT count(*) FROM public.ledger") > before || before == task_count();
       },
@@ -437,7 +437,7 @@ TEST_F(Reliability, NodeDeath) {
                " current_setting('sluice.task_id')::bigint, current_setting('application_name')"
                " FROM pg_sleep(0.02)");
   std::vector<std::int64_t> orphans;
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         orphans = running_on("rela");
         return !orphans.empty();
@@ -448,7 +448,7 @@ TEST_F(Reliability, NodeDeath) {
   const auto killed = steady_clock::now();
   // node_expiry is 2 s: rescued and finished by the others well within 2 s + a cycle + a retry.
   const std::string ids = id_list(orphans);
-  EXPECT_TRUE(test::wait_until(
+  EXPECT_TRUE(test::eventually(
       [&] {
         return scalar("SELECT count(*) FROM sluice.tasks WHERE id = ANY('" + ids +
                       "'::bigint[]) AND state = 'succeeded'") ==
@@ -475,7 +475,7 @@ TEST_F(Reliability, StalledNode) {
                " current_setting('sluice.task_id')::bigint, current_setting('application_name')"
                " FROM pg_sleep(0.02)");
   std::vector<std::int64_t> held;
-  ASSERT_TRUE(test::wait_until(
+  ASSERT_TRUE(test::eventually(
       [&] {
         held = running_on("rela");
         return !held.empty();
@@ -486,7 +486,7 @@ TEST_F(Reliability, StalledNode) {
   const auto stopped = steady_clock::now();
   const std::string ids = id_list(held);
   // Rescued: no longer running under the stopped node's claim.
-  const bool rescued = test::wait_until(
+  const bool rescued = test::eventually(
       [&] {
         return scalar("SELECT count(*) FROM sluice.tasks WHERE id = ANY('" + ids +
                       "'::bigint[]) AND state = 'running' AND claimed_by = 'rela'") == 0;
@@ -567,7 +567,7 @@ TEST_F(Reliability, RollingRestart) {
 // `last` gets the answer that did not match.
 bool all_ready_status(std::vector<std::unique_ptr<test::daemon_process>>& nodes, int status,
                       milliseconds timeout, std::string* last = nullptr) {
-  return test::wait_until(
+  return test::eventually(
       [&] {
         for (auto& n : nodes) {
           if (!n->running()) continue;

@@ -24,6 +24,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/child_process.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace sluice::test {
@@ -385,26 +387,14 @@ std::string daemon_process::log() const {
 }
 
 bool daemon_process::wait_for_log(std::string_view text, milliseconds timeout) const {
-  const auto deadline = steady_clock::now() + timeout;
-  for (;;) {
-    if (log().find(text) != std::string::npos) return true;
-    if (steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
+  return eventually([&] { return log().find(text) != std::string::npos; }, timeout,
+                    milliseconds(20));
 }
 
 bool daemon_process::reap(bool block) {
   if (reaped_ || pid_ <= 0) return true;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status_, block ? 0 : WNOHANG);
-    if (r == pid_) {
-      reaped_ = true;
-      return true;
-    }
-    if (r == 0) return false;
-    if (errno == EINTR) continue;
-    throw std::system_error(errno, std::generic_category(), "daemon_process: waitpid");
-  }
+  reaped_ = reap_child(pid_, status_, block, "daemon_process");
+  return reaped_;
 }
 
 bool daemon_process::running() {

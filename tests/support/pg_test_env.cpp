@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "support/eventually.hpp"
+
 namespace sluice::test {
 
 std::string test_conninfo() {
@@ -50,16 +52,18 @@ int count_backends(std::string_view application_name_like) {
 int wait_for_backends(std::string_view application_name_like, int expected,
                       std::chrono::milliseconds timeout) {
   pg::connection conn = test_connect("sluice-test-count");
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const int n =
-        static_cast<int>(conn.query("SELECT count(*) FROM pg_stat_activity "
-                                    "WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
-                                    application_name_like)
-                             .one<std::int64_t>());
-    if (n == expected || std::chrono::steady_clock::now() >= deadline) return n;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  int n = 0;
+  (void)eventually(
+      [&] {
+        n = static_cast<int>(
+            conn.query("SELECT count(*) FROM pg_stat_activity "
+                       "WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
+                       application_name_like)
+                .one<std::int64_t>());
+        return n == expected;
+      },
+      timeout, std::chrono::milliseconds(20));
+  return n;
 }
 
 std::string unique_suffix() {

@@ -16,22 +16,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/child_process.hpp"
+
 extern char** environ;
 
 namespace sluice::test {
 
 using namespace std::chrono_literals;
 using std::chrono::steady_clock;
-
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds period) {
-  const auto deadline = steady_clock::now() + timeout;
-  for (;;) {
-    if (done()) return true;
-    if (steady_clock::now() >= deadline) return done();
-    std::this_thread::sleep_for(period);
-  }
-}
 
 std::string conninfo_with_application(const std::string& application_name) {
   const std::string base = test_conninfo();
@@ -92,7 +84,7 @@ sched::scheduler_settings sched_env::settings(int workers) const {
 
 bool wait_for_state(sched::store& store, std::int64_t id, sched::task_state state,
                     std::chrono::milliseconds timeout) {
-  return wait_until(
+  return eventually(
       [&] {
         const std::optional<sched::task> t = store.get(id);
         return t && t->state == state;
@@ -102,7 +94,7 @@ bool wait_for_state(sched::store& store, std::int64_t id, sched::task_state stat
 
 bool wait_for_cycles(const sched::scheduler& node, int n, std::chrono::milliseconds timeout) {
   const std::uint64_t target = node.status().cycles + static_cast<std::uint64_t>(n);
-  return wait_until([&] { return node.status().cycles >= target; }, timeout);
+  return eventually([&] { return node.status().cycles >= target; }, timeout);
 }
 
 std::vector<sched::task_run> runs_oldest_first(sched::store& store, std::int64_t id) {
@@ -201,16 +193,8 @@ node_process::~node_process() {
 
 bool node_process::reap(bool block) {
   if (reaped_ || pid_ <= 0) return true;
-  for (;;) {
-    const pid_t r = ::waitpid(pid_, &status_, block ? 0 : WNOHANG);
-    if (r == pid_) {
-      reaped_ = true;
-      return true;
-    }
-    if (r == 0) return false;
-    if (errno == EINTR) continue;
-    throw_errno(errno, "waitpid");
-  }
+  reaped_ = reap_child(pid_, status_, block, "node_process");
+  return reaped_;
 }
 
 bool node_process::running() {
@@ -226,7 +210,7 @@ void node_process::kill_now() {
 int node_process::terminate(std::chrono::milliseconds timeout) {
   if (!reaped_ && pid_ > 0) {
     ::kill(pid_, SIGTERM);
-    const bool exited = wait_until([this] { return reap(false); }, timeout, 10ms);
+    const bool exited = eventually([this] { return reap(false); }, timeout, 10ms);
     if (!exited) {
       kill_now();
       return -1;

@@ -1,11 +1,12 @@
 #pragma once
 
 // Helpers for the scheduler's integration tests: a throwaway schema with the migrations applied
-// and a lane pool whose connections are recognisable in pg_stat_activity, bounded waits, and
-// scheduler nodes run as separate processes (tests/tools/sched_test_node.cpp).
+// and a lane pool whose connections are recognisable in pg_stat_activity, bounded waits
+// (support/eventually.hpp), and scheduler nodes run as separate processes
+// (tests/tools/sched_test_node.cpp).
 //
 // Thread-safety: sched_env's lane() and store() may be used from any thread; sql() belongs to
-// the test's main thread. wait_until() and the free functions are thread-safe. A node_process
+// the test's main thread. The free functions are thread-safe. A node_process
 // is used by one thread.
 
 #include <chrono>
@@ -22,14 +23,10 @@
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/scheduler.hpp"
 #include "sluice/sched/store.hpp"
+#include "support/eventually.hpp"
 #include "support/pg_test_env.hpp"
 
 namespace sluice::test {
-
-// Calls `done` every `period` until it returns true or `timeout` passes; returns its last
-// answer. For conditions that no signal announces (a row the engine writes, a process state).
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout,
-                std::chrono::milliseconds period = std::chrono::milliseconds(20));
 
 // test_conninfo() with application_name set, in the same form (URI or key=value), for
 // connections that are not opened through pg::connect_options (the scheduler's LISTEN

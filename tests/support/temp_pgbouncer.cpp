@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pg_test_env.hpp"
+#include "support/eventually.hpp"
 #include "temp_cluster.hpp"
 
 namespace sluice::test {
@@ -167,14 +168,7 @@ void temp_pgbouncer::stop() noexcept {
   if (pid_ == 0) return;
   // SIGTERM is PgBouncer's immediate shutdown (SIGINT would wait for clients to leave).
   ::kill(pid_, SIGTERM);
-  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
-  while (process_alive(pid_)) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      ::kill(pid_, SIGKILL);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  if (!eventually([&] { return !process_alive(pid_); }, options_.timeout)) ::kill(pid_, SIGKILL);
   pid_ = 0;
 }
 

@@ -13,6 +13,7 @@
 #include "sluice/log.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/pool.hpp"
+#include "support/eventually.hpp"
 #include "support/fake_connector.hpp"
 
 using namespace std::chrono_literals;
@@ -34,16 +35,7 @@ settings small(int size, int overflow) {
   return s;
 }
 
-// Polls `cond` until it holds or `limit` passes; for states reached by the pool's own threads.
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return cond();
-}
+using sluice::test::eventually;
 
 }  // namespace
 

@@ -1,3 +1,0 @@
-#pragma once
-
-// Umbrella header for the test helpers in tests/support/.
