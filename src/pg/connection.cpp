@@ -301,6 +301,58 @@ std::string connection::new_statement_prefix() {
   return prefix;
 }
 
+namespace {
+
+// One host of a conninfo that names several ("host=a,b port=1,2"): what a connect attempt to it
+// alone puts in place of the lists. Empty: not given.
+struct host_target {
+  std::string host, hostaddr, port;
+};
+
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', start);
+    out.push_back(
+        list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
+// The hosts of a conninfo's host/hostaddr/port lists, one target each, when there are two or
+// more and the lists match as libpq requires (as many hostaddrs as hosts, one port or one per
+// host, no empty entry). Otherwise empty: one attempt with the string as it is, and libpq
+// reports what does not match.
+std::vector<host_target> host_targets(const std::optional<std::string>& host,
+                                      const std::optional<std::string>& hostaddr,
+                                      const std::optional<std::string>& port) {
+  const std::vector<std::string> hosts = host ? split_commas(*host) : std::vector<std::string>{};
+  const std::vector<std::string> addrs =
+      hostaddr ? split_commas(*hostaddr) : std::vector<std::string>{};
+  const std::vector<std::string> ports = port ? split_commas(*port) : std::vector<std::string>{};
+  const std::size_t n = std::max(hosts.size(), addrs.size());
+  if (n < 2) return {};
+  if ((!hosts.empty() && hosts.size() != n) || (!addrs.empty() && addrs.size() != n) ||
+      (ports.size() > 1 && ports.size() != n)) {
+    return {};
+  }
+  const auto has_empty = [](const std::vector<std::string>& v) {
+    return std::any_of(v.begin(), v.end(), [](const std::string& e) { return e.empty(); });
+  };
+  if (has_empty(hosts) || has_empty(addrs) || has_empty(ports)) return {};
+  std::vector<host_target> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!hosts.empty()) out[i].host = hosts[i];
+    if (!addrs.empty()) out[i].hostaddr = addrs[i];
+    if (!ports.empty()) out[i].port = ports.size() == 1 ? ports[0] : ports[i];
+  }
+  return out;
+}
+
+}  // namespace
+
 connection connection::open(const connect_options& options) {
   const std::string& conninfo = options.conninfo;
   if (options.statement_timeout && options.statement_timeout->count() < 0) {
@@ -308,6 +360,7 @@ connection connection::open(const connect_options& options) {
   }
   std::vector<std::string> secret_hints;        // password, sslpassword: kept out of later messages
   std::optional<std::string> conninfo_options;  // the conninfo's own `options`, when it has one
+  std::optional<std::string> host_list, hostaddr_list, port_list;
   if (is_connection_string(conninfo)) {
     // Parse first: a malformed string gets a message of its own instead of a misleading
     // "could not connect", and we learn the password to keep out of later messages.
@@ -325,6 +378,9 @@ connection connection::open(const connect_options& options) {
       if (o->val == nullptr) continue;
       if (is_secret_keyword(o->keyword)) secret_hints.emplace_back(o->val);
       if (std::strcmp(o->keyword, "options") == 0) conninfo_options = o->val;
+      if (std::strcmp(o->keyword, "host") == 0) host_list = o->val;
+      if (std::strcmp(o->keyword, "hostaddr") == 0) hostaddr_list = o->val;
+      if (std::strcmp(o->keyword, "port") == 0) port_list = o->val;
     }
     PQconninfoFree(parsed);
   }
@@ -339,77 +395,105 @@ connection connection::open(const connect_options& options) {
     startup_options += "-c statement_timeout=" + std::to_string(options.statement_timeout->count());
   }
 
-  // Keywords are applied in order, the last one winning. The defaults come before the
-  // caller's string, so it may override them; the explicit options come after it.
   auto timeout = std::max(options.connect_timeout, milliseconds(std::chrono::seconds(1)));
   const std::string timeout_s =
       std::to_string(std::chrono::ceil<std::chrono::seconds>(timeout).count());
-  std::vector<const char*> keys;
-  std::vector<const char*> values;
-  auto add = [&](const char* k, const char* v) {
-    keys.push_back(k);
-    values.push_back(v);
-  };
-  add("fallback_application_name", "sluice");
-  add("client_encoding", "UTF8");
-  if (options.keepalives) {
-    // A dead peer is noticed after about a minute instead of the kernel's two hours.
-    add("keepalives", "1");
-    add("keepalives_idle", "30");
-    add("keepalives_interval", "10");
-    add("keepalives_count", "3");
-  }
-  if (!conninfo.empty()) add("dbname", conninfo.c_str());
-  if (!options.keepalives) add("keepalives", "0");
-  if (!startup_options.empty()) add("options", startup_options.c_str());
-  // Not what enforces the deadline (PQconnectPoll ignores it; the loop below does), but it
-  // keeps PQconninfo() truthful and bounds a later PQreset().
-  add("connect_timeout", timeout_s.c_str());
-  if (!options.application_name.empty()) {
-    add("application_name", options.application_name.c_str());
-  }
-  add(nullptr, nullptr);
 
-  // Non-blocking connect, for two reasons: our own deadline bounds the whole connect with
-  // millisecond precision, and verbose error messages can be switched on before the server
-  // answers, so that a refusal carries its SQLSTATE ("FATAL:  53300: sorry, too many clients
-  // already") in every server language. PQconnectdbParams offers neither.
-  const auto deadline = deadline_after(timeout);
-  conn_ptr c(PQconnectStartParams(keys.data(), values.data(), /*expand_dbname=*/1));
-  if (!c) throw connection_error("could not connect: out of memory");
-  auto fail = [&](const std::string& why) -> connection_error {
-    std::string raw = PQerrorMessage(c.get());
-    std::string message = "could not connect to " + describe_conn(c.get()) + ": " + why;
-    // A string libpq does not take for a connection string is a database name, and is echoed
-    // (in dbname=, in 'database "..." does not exist'). One that looks like a mistyped URI
-    // ("postgress://bob:pw@db") may hold a password: hide it.
-    if (!is_connection_string(conninfo) && conninfo.find_first_of(":@") != std::string::npos) {
-      replace_all(message, conninfo, "***");
+  // One connect, to the hosts of the conninfo or (`only`) to one of them, within `timeout`.
+  auto connect_within_timeout = [&](const host_target* only) -> connection {
+    // Keywords are applied in order, the last one winning. The defaults come before the
+    // caller's string, so it may override them; the explicit options come after it.
+    std::vector<const char*> keys;
+    std::vector<const char*> values;
+    auto add = [&](const char* k, const char* v) {
+      keys.push_back(k);
+      values.push_back(v);
+    };
+    add("fallback_application_name", "sluice");
+    add("client_encoding", "UTF8");
+    if (options.keepalives) {
+      // A dead peer is noticed after about a minute instead of the kernel's two hours.
+      add("keepalives", "1");
+      add("keepalives_idle", "30");
+      add("keepalives_interval", "10");
+      add("keepalives_count", "3");
     }
-    return connection_error(std::move(message), sqlstate_from_message(raw));
-  };
-  if (PQstatus(c.get()) == CONNECTION_BAD) throw fail(connect_failure(c.get(), secret_hints));
-  PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);
-  PQsetNoticeReceiver(c.get(), forward_notice, nullptr);
-
-  // PQconnectPoll's protocol: start as if it had asked to write.
-  PostgresPollingStatusType state = PGRES_POLLING_WRITING;
-  while (state != PGRES_POLLING_OK) {
-    if (state == PGRES_POLLING_FAILED) throw fail(connect_failure(c.get(), secret_hints));
-    const int fd = PQsocket(c.get());
-    if (fd < 0) throw fail(connect_failure(c.get(), secret_hints));
-    std::string poll_error;
-    const wait_result w =
-        wait_socket(fd, state == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, &poll_error);
-    if (w == wait_result::timed_out) {
-      throw fail("timeout expired after " + std::to_string(timeout.count()) + " ms");
+    if (!conninfo.empty()) add("dbname", conninfo.c_str());
+    if (only != nullptr) {
+      if (!only->host.empty()) add("host", only->host.c_str());
+      if (!only->hostaddr.empty()) add("hostaddr", only->hostaddr.c_str());
+      if (!only->port.empty()) add("port", only->port.c_str());
     }
-    if (w == wait_result::failed) throw fail(poll_error);
-    state = PQconnectPoll(c.get());
-  }
-  PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
+    if (!options.keepalives) add("keepalives", "0");
+    if (!startup_options.empty()) add("options", startup_options.c_str());
+    // Not what enforces the deadline (PQconnectPoll ignores it; the loop below does), but it
+    // keeps PQconninfo() truthful and bounds a later PQreset().
+    add("connect_timeout", timeout_s.c_str());
+    if (!options.application_name.empty()) {
+      add("application_name", options.application_name.c_str());
+    }
+    add(nullptr, nullptr);
 
-  return connection(c.release());
+    // Non-blocking connect, for two reasons: our own deadline bounds the whole connect with
+    // millisecond precision, and verbose error messages can be switched on before the server
+    // answers, so that a refusal carries its SQLSTATE ("FATAL:  53300: sorry, too many clients
+    // already") in every server language. PQconnectdbParams offers neither.
+    const auto deadline = deadline_after(timeout);
+    conn_ptr c(PQconnectStartParams(keys.data(), values.data(), /*expand_dbname=*/1));
+    if (!c) throw connection_error("could not connect: out of memory");
+    auto fail = [&](const std::string& why) -> connection_error {
+      std::string raw = PQerrorMessage(c.get());
+      std::string message = "could not connect to " + describe_conn(c.get()) + ": " + why;
+      // A string libpq does not take for a connection string is a database name, and is
+      // echoed (in dbname=, in 'database "..." does not exist'). One that looks like a mistyped
+      // URI ("postgress://bob:pw@db") may hold a password: hide it.
+      if (!is_connection_string(conninfo) && conninfo.find_first_of(":@") != std::string::npos) {
+        replace_all(message, conninfo, "***");
+      }
+      return connection_error(std::move(message), sqlstate_from_message(raw));
+    };
+    if (PQstatus(c.get()) == CONNECTION_BAD) throw fail(connect_failure(c.get(), secret_hints));
+    PQsetErrorVerbosity(c.get(), PQERRORS_VERBOSE);
+    PQsetNoticeReceiver(c.get(), forward_notice, nullptr);
+
+    // PQconnectPoll's protocol: start as if it had asked to write.
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    while (state != PGRES_POLLING_OK) {
+      if (state == PGRES_POLLING_FAILED) throw fail(connect_failure(c.get(), secret_hints));
+      const int fd = PQsocket(c.get());
+      if (fd < 0) throw fail(connect_failure(c.get(), secret_hints));
+      std::string poll_error;
+      const wait_result w =
+          wait_socket(fd, state == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline, &poll_error);
+      if (w == wait_result::timed_out) {
+        throw fail("timeout expired after " + std::to_string(timeout.count()) + " ms");
+      }
+      if (w == wait_result::failed) throw fail(poll_error);
+      state = PQconnectPoll(c.get());
+    }
+    PQsetErrorVerbosity(c.get(), PQERRORS_DEFAULT);
+    return connection(c.release());
+  };
+
+  // Several hosts (a primary and its standbys, target_session_attrs=read-write): each gets
+  // `timeout` of its own, as libpq's connect_timeout promises. libpq moves on to the next host
+  // by itself when one refuses or is not what target_session_attrs asks for, but not when one
+  // never answers (a machine that is off or cut off, a frozen server): PQconnectPoll leaves
+  // that to its caller, and one deadline for the whole string would be spent on that host at
+  // every attempt, so the others would never be tried. Hence one attempt per host, in order.
+  const std::vector<host_target> targets = host_targets(host_list, hostaddr_list, port_list);
+  if (targets.empty()) return connect_within_timeout(nullptr);
+  std::string earlier;   // the failures of the hosts before, for the message of the last one
+  std::string sqlstate;  // the first refusal's code (53300 from a full primary, say)
+  for (std::size_t i = 0;; ++i) {
+    try {
+      return connect_within_timeout(&targets[i]);
+    } catch (const connection_error& e) {
+      if (sqlstate.empty()) sqlstate = e.sqlstate();
+      if (i + 1 == targets.size()) throw connection_error(earlier + e.what(), sqlstate);
+      earlier += std::string(e.what()) + "; ";
+    }
+  }
 }
 
 // ---- connection: state ----

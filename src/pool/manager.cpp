@@ -101,8 +101,13 @@ budget_report pool_manager::check_budget(pg::connection& conn, int others) const
       "SELECT current_setting('max_connections')::int AS max_connections, "
       "current_setting('superuser_reserved_connections')::int "
       "+ coalesce(current_setting('reserved_connections', true), '0')::int AS reserved");
-  const budget_report r =
+  budget_report r =
       evaluate(res[0].get<int>("max_connections"), res[0].get<int>("reserved"), others);
+  try {
+    r.through_proxy = conn.through_proxy();
+  } catch (const pg::sql_error&) {
+    r.through_proxy = false;  // a server that cannot say (no inet_server_port()): direct
+  }
   if (!r.fits()) throw budget_error(describe(r));
   return r;
 }
@@ -146,6 +151,16 @@ std::string describe(const budget_report& r) {
     s += ", of which " + std::to_string(r.others) + " are budgeted by other sluice nodes";
   if (r.explicit_budget)
     s += "; the configured connection_budget is " + std::to_string(*r.explicit_budget);
+  if (r.through_proxy) {
+    s += ". These connections go through a proxy such as PgBouncer, whose own server "
+         "connections the server's limit applies to (size its pools against it), so they are "
+         "not checked against it";
+    if (r.explicit_budget && !r.fits()) {
+      s += ". Over the connection_budget by " + std::to_string(r.needed - *r.explicit_budget) +
+           ": lower size or max_overflow of the pools, or raise connection_budget";
+    }
+    return s;
+  }
   if (!r.fits()) {
     const int limit = r.explicit_budget ? std::min(*r.explicit_budget, r.available) : r.available;
     s += ". Over by " + std::to_string(r.needed - limit) +

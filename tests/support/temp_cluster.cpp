@@ -1,5 +1,6 @@
 #include "temp_cluster.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <csignal>
@@ -8,6 +9,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
@@ -242,23 +244,27 @@ temp_cluster::temp_cluster(temp_cluster_options options) : options_(std::move(op
   if (const std::string why = temp_cluster_unavailable_reason(); !why.empty()) {
     throw std::runtime_error("temp_cluster: cannot run a private PostgreSQL here: " + why);
   }
-  const std::string template_data = template_data_dir();
+  const std::string template_data = options_.standby_of ? "" : template_data_dir();
   dir_ = make_postgres_dir("sluice-cluster");
   data_dir_ = dir_ + "/data";
   log_file_ = dir_ + "/postgresql.log";
   try {
-    const std::vector<std::string> copy = {"/bin/cp", "-a", template_data, data_dir_};
-    const command_result r = run_as_postgres(copy, dir_);
-    if (r.exit_code != 0) {
-      throw std::runtime_error("temp_cluster: " + describe_command(copy) + " failed (exit " +
-                               std::to_string(r.exit_code) + "):\n" + r.output);
+    if (options_.standby_of != nullptr) {
+      make_standby_data(*options_.standby_of);
+    } else {
+      const std::vector<std::string> copy = {"/bin/cp", "-a", template_data, data_dir_};
+      const command_result r = run_as_postgres(copy, dir_);
+      if (r.exit_code != 0) {
+        throw std::runtime_error("temp_cluster: " + describe_command(copy) + " failed (exit " +
+                                 std::to_string(r.exit_code) + "):\n" + r.output);
+      }
+      // Our settings live in a file we rewrite at each start (the port may change); the server
+      // reads it last, so it overrides initdb's defaults.
+      std::ofstream conf(data_dir_ + "/postgresql.conf", std::ios::app);
+      conf << "\ninclude '" << dir_ << "/sluice_test.conf'\n";
+      conf.close();
+      if (!conf) throw std::runtime_error("temp_cluster: cannot append to postgresql.conf");
     }
-    // Our settings live in a file we rewrite at each start (the port may change); the server
-    // reads it last, so it overrides initdb's defaults.
-    std::ofstream conf(data_dir_ + "/postgresql.conf", std::ios::app);
-    conf << "\ninclude '" << dir_ << "/sluice_test.conf'\n";
-    conf.close();
-    if (!conf) throw std::runtime_error("temp_cluster: cannot append to postgresql.conf");
     start();
   } catch (...) {
     std::error_code ec;
@@ -295,6 +301,131 @@ pg::connection temp_cluster::connect(std::string application_name, std::string_v
   return pg::connection::open(options);
 }
 
+// A base backup of the running primary through a replication slot of its own (so the primary
+// keeps the WAL the standby has not received yet), its postgresql.conf pointed at this
+// cluster's settings file instead of the primary's, and standby.signal. primary_conninfo goes
+// into our settings file rather than postgresql.auto.conf (pg_basebackup -R), so that it names
+// standby_name as application_name.
+void temp_cluster::make_standby_data(const temp_cluster& primary) {
+  if (!primary.running()) throw std::runtime_error("temp_cluster: the primary is not running");
+  options_.max_connections = std::max(options_.max_connections, primary.options_.max_connections);
+  const std::string& name = options_.standby_name;
+  if (name.empty() ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
+    throw std::invalid_argument(
+        "temp_cluster: standby_name must be lower-case letters, digits "
+        "and '_' (it names a replication slot), got '" +
+        name + "'");
+  }
+  const std::vector<std::string> backup = {bin("pg_basebackup"),
+                                           "-D",
+                                           data_dir_,
+                                           "-h",
+                                           "127.0.0.1",
+                                           "-p",
+                                           std::to_string(primary.port()),
+                                           "-U",
+                                           pg_user,
+                                           "-X",
+                                           "stream",
+                                           "-C",
+                                           "-S",
+                                           name,
+                                           "-c",
+                                           "fast",
+                                           "--no-sync"};
+  const command_result r = run_as_postgres(backup, dir_);
+  if (r.exit_code != 0) {
+    throw std::runtime_error("temp_cluster: " + describe_command(backup) + " failed (exit " +
+                             std::to_string(r.exit_code) + "):\n" + r.output);
+  }
+  // The copied postgresql.conf includes the primary's settings file: include ours instead.
+  const std::string conf_path = data_dir_ + "/postgresql.conf";
+  std::string conf;
+  {
+    std::ifstream in(conf_path);
+    conf.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const std::string from = "include '" + primary.directory() + "/sluice_test.conf'";
+  const std::size_t at = conf.find(from);
+  if (at == std::string::npos) {
+    throw std::runtime_error("temp_cluster: the primary's postgresql.conf has no " + from);
+  }
+  conf.replace(at, from.size(), "include '" + dir_ + "/sluice_test.conf'");
+  std::ofstream out(conf_path, std::ios::trunc);
+  out << conf;
+  out.close();
+  const command_result signal =
+      run_as_postgres({"/usr/bin/touch", data_dir_ + "/standby.signal"}, dir_);
+  if (!out || signal.exit_code != 0) {
+    throw std::runtime_error("temp_cluster: cannot write the standby's configuration: " +
+                             signal.output);
+  }
+  primary_conninfo_ = "host=127.0.0.1 port=" + std::to_string(primary.port()) + " user=" + pg_user +
+                      " application_name=" + name;
+}
+
+void temp_cluster::require_standby(const std::string& standby_name, replication_mode mode) {
+  pg::connection c = connect();
+  const bool sync = mode == replication_mode::synchronous;
+  c.exec("ALTER SYSTEM SET synchronous_commit = 'on'");
+  if (sync) {
+    // ALTER SYSTEM takes no parameters: the server quotes the name into the statement.
+    c.exec(c.query("SELECT format('ALTER SYSTEM SET synchronous_standby_names = %L',"
+                   " 'FIRST 1 (' || quote_ident($1) || ')')",
+                   standby_name)
+               .one<std::string>());
+  } else {
+    c.exec("ALTER SYSTEM RESET synchronous_standby_names");
+  }
+  c.exec("SELECT pg_catalog.pg_reload_conf()");
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  const std::string wanted = sync ? "sync" : "async";
+  std::string seen = "(not connected)";
+  for (;;) {
+    const auto res = c.query(
+        "SELECT state || '/' || sync_state, (state = 'streaming' AND sync_state = $2 AND"
+        " current_setting('synchronous_commit') = 'on')"
+        " FROM pg_catalog.pg_stat_replication WHERE application_name = $1",
+        standby_name, wanted);
+    if (!res.empty()) {
+      seen = res[0].get<std::string>(0);
+      if (res[0].get<bool>(1)) return;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error("temp_cluster: standby '" + standby_name + "' is not streaming " +
+                               wanted + "hronously after " +
+                               std::to_string(options_.timeout.count()) + " s (seen: " + seen +
+                               ")\nserver log:\n" + log_tail());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void temp_cluster::promote() {
+  const std::vector<std::string> command = {
+      bin("pg_ctl"), "-D", data_dir_, "-w", "-t", std::to_string(options_.timeout.count()),
+      "promote"};
+  const command_result r = run_as_postgres(command, dir_);
+  if (r.exit_code != 0) {
+    throw std::runtime_error("temp_cluster: " + describe_command(command) + " failed (exit " +
+                             std::to_string(r.exit_code) + "):\n" + r.output + "\nserver log:\n" +
+                             log_tail());
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  while (in_recovery()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw std::runtime_error("temp_cluster: still in recovery after promotion\nserver log:\n" +
+                               log_tail());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+bool temp_cluster::in_recovery() const {
+  return connect("sluice-test-probe").exec("SELECT pg_catalog.pg_is_in_recovery()").one<bool>();
+}
+
 void temp_cluster::write_port_settings() const {
   std::ofstream conf(dir_ + "/sluice_test.conf", std::ios::trunc);
   conf << "listen_addresses = '127.0.0.1'\n"
@@ -309,6 +440,12 @@ void temp_cluster::write_port_settings() const {
        << "full_page_writes = off\n"
        << "shared_buffers = '16MB'\n"
        << "max_wal_size = '64MB'\n";
+  if (!primary_conninfo_.empty()) {
+    conf << "primary_conninfo = '" << primary_conninfo_ << "'\n"
+         << "primary_slot_name = '" << options_.standby_name << "'\n"
+         << "hot_standby = on\n"
+         << "wal_receiver_status_interval = '1s'\n";
+  }
   for (const auto& [name, value] : options_.settings)
     conf << name << " = " << value << "\n";
   conf.close();

@@ -26,6 +26,8 @@
 
 namespace sluice::test {
 
+class temp_cluster;
+
 struct temp_cluster_options {
   int max_connections = 20;
   int superuser_reserved_connections = 3;
@@ -33,6 +35,20 @@ struct temp_cluster_options {
   std::vector<std::pair<std::string, std::string>> settings;
   // Bound on each start and stop.
   std::chrono::seconds timeout{30};
+  // Not null: this cluster is a streaming standby of that running one, made with pg_basebackup
+  // (through a physical replication slot named `standby_name`) instead of copied from the initdb
+  // template, and connecting to it as application_name `standby_name`, the name the primary's
+  // synchronous_standby_names uses (see require_standby()). The primary must be running during
+  // the constructor. A standby gets at least the primary's max_connections (hot standby
+  // refuses to start with fewer).
+  const temp_cluster* standby_of = nullptr;
+  std::string standby_name = "sluice_standby";
+};
+
+// What require_standby() waits for.
+enum class replication_mode {
+  asynchronous,  // the standby streams; commits do not wait for it
+  synchronous,   // commits wait until the standby has flushed their WAL (synchronous_commit on)
 };
 
 // The ways pg_ctl can stop a server.
@@ -95,9 +111,22 @@ class temp_cluster {
   // stop(mode) then start(), on the same port.
   void restart(shutdown_mode mode = shutdown_mode::fast);
 
+  // On a primary: makes `standby_name` (a standby connected to this cluster) the synchronous
+  // standby, or none (asynchronous), with synchronous_commit on in both cases (the server's
+  // default, which the test settings turn off; with it off, WAL reaches a standby only after
+  // the WAL writer's next flush), through ALTER SYSTEM and a reload. Returns once
+  // pg_stat_replication shows that standby streaming in that mode. Throws std::runtime_error
+  // when it does not within the options' timeout.
+  void require_standby(const std::string& standby_name, replication_mode mode);
+  // On a standby: pg_ctl promote, returning once the server accepts writes.
+  void promote();
+  // pg_is_in_recovery(): true on a standby that has not been promoted.
+  [[nodiscard]] bool in_recovery() const;
+
  private:
   void write_port_settings() const;
   bool try_start(std::string& failure);
+  void make_standby_data(const temp_cluster& primary);
   [[nodiscard]] std::string log_tail() const;
 
   temp_cluster_options options_;
@@ -105,6 +134,7 @@ class temp_cluster {
   std::string data_dir_;  // dir_/data
   std::string log_file_;  // dir_/postgresql.log
   int port_ = 0;
+  std::string primary_conninfo_;  // standbys: where they stream from
   std::atomic<bool> running_{false};
 };
 

@@ -5,11 +5,17 @@
 //   sched_test_node --schema S [--node-id ID] [--workers N] [--types a,b] [--handler H]
 //                   [--lane-size N] [--heartbeat-ms N] [--node-expiry-ms N] [--poll-ms N]
 //                   [--app-name PREFIX] [--conninfo C] [--listen-conninfo C]
+//                   [--commit-log FILE]
 //
 // Handlers (registered for every type in --types, default "test"):
 //   noop                succeeds at once
-//   ledger              inserts (task id, node) into <schema>.ledger and completes the task in
-//                       the same transaction (ctx.complete_in); rolls back when the claim is stale
+//   ledger[:ms]         inserts (task id, node) into <schema>.ledger and completes the task in
+//                       the same transaction (ctx.complete_in); rolls back when the claim is stale.
+//                       With :ms the transaction first holds the task that long (pg_sleep), so a
+//                       server that dies meanwhile catches it open. With --commit-log the row
+//                       also gets a run_key (unique per run) and, once COMMIT has returned, the
+//                       line "<run_key> <task id> <CLOCK_MONOTONIC ns>" is appended to FILE: what
+//                       the server acknowledged, for tests that check a failover lost none of it
 //   dag                 the ledger, but tasks whose payload holds "fail": true fail at once
 //   sleep:<ms>          sleeps, stopping early when cancelled (then reports failure)
 //   fail                always fails
@@ -18,18 +24,28 @@
 // Prints "ready" on stdout once started. SIGTERM or SIGINT stops it gracefully (exit code 0);
 // errors exit with 1, bad arguments with 2. Logs go to stderr.
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "sluice/pg/connection.hpp"
 #include "sluice/pool/manager.hpp"
@@ -56,6 +72,7 @@ struct options {
   std::string app_name = "sched-test-node";
   std::string conninfo;         // empty: DATABASE_URL / PG*
   std::string listen_conninfo;  // empty: the pools'
+  std::string commit_log;       // empty: none
 };
 
 class usage_error : public std::runtime_error {
@@ -115,6 +132,8 @@ options parse(int argc, char** argv) {
       o.conninfo = value;
     } else if (flag == "--listen-conninfo") {
       o.listen_conninfo = value;
+    } else if (flag == "--commit-log") {
+      o.commit_log = value;
     } else if (flag == "--app-name") {
       o.app_name = value;
     } else {
@@ -127,6 +146,44 @@ options parse(int argc, char** argv) {
   return o;
 }
 
+// The --commit-log file: one line per run whose COMMIT the server acknowledged, appended with a
+// single write() (O_APPEND), so lines of concurrent workers never interleave.
+class commit_log {
+ public:
+  explicit commit_log(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {
+    if (fd_ < 0) {
+      throw std::system_error(errno, std::generic_category(), "--commit-log " + path);
+    }
+  }
+  commit_log(const commit_log&) = delete;
+  commit_log& operator=(const commit_log&) = delete;
+  ~commit_log() { ::close(fd_); }
+
+  // Unique across the processes of one machine that run at the same time: the pid in the high
+  // bits, a counter in the low ones.
+  std::int64_t next_key() {
+    return (static_cast<std::int64_t>(::getpid()) << 32) | (++counter_ & 0xFFFFFFFF);
+  }
+
+  void acknowledged(std::int64_t run_key, std::int64_t task_id) const {
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    const long long ns = static_cast<long long>(now.tv_sec) * 1000000000LL + now.tv_nsec;
+    const std::string line =
+        std::to_string(run_key) + " " + std::to_string(task_id) + " " + std::to_string(ns) + "\n";
+    if (::write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+      std::fprintf(stderr, "sched_test_node: cannot append to the commit log: %s\n",
+                   std::strerror(errno));
+      std::abort();  // a test reading the log must not see a partial record
+    }
+  }
+
+ private:
+  int fd_;
+  std::atomic<std::int64_t> counter_{0};
+};
+
 // The handler named on the command line. `work` is the pool handlers borrow from.
 sched::handler make_handler(const options& o, const std::string& node_id) {
   const std::string& h = o.handler;
@@ -138,21 +195,33 @@ sched::handler make_handler(const options& o, const std::string& node_id) {
       return sched::handler_result::failure("sched_test_node: failing as asked");
     };
   }
-  if (h == "ledger" || h == "dag") {
-    const std::string insert =
-        "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
+  if (h == "ledger" || h == "dag" || h.rfind("ledger:", 0) == 0) {
+    const int hold_ms = h.rfind("ledger:", 0) == 0 ? to_int("--handler ledger", h.substr(7)) : 0;
+    if (hold_ms < 0) throw usage_error("--handler ledger:<ms> needs ms >= 0");
     const bool may_fail = h == "dag";
-    return [insert, node_id, may_fail](sched::task_context& ctx) {
+    std::shared_ptr<commit_log> log;
+    if (!o.commit_log.empty()) log = std::make_shared<commit_log>(o.commit_log);
+    const std::string insert =
+        log ? "INSERT INTO " + o.schema + ".ledger (task_id, node, run_key) VALUES ($1, $2, $3)"
+            : "INSERT INTO " + o.schema + ".ledger (task_id, node) VALUES ($1, $2)";
+    return [insert, node_id, hold_ms, log, may_fail](sched::task_context& ctx) {
       if (may_fail && ctx.info().payload.find("\"fail\": true") != std::string::npos)
         return sched::handler_result::failure("sched_test_node: this task fails by design");
       pool::lease l = ctx.pools().get("work").acquire();
       pg::transaction tx(*l);
-      l->query(insert, ctx.info().id, node_id);
+      if (hold_ms > 0) l->query("SELECT pg_sleep($1::float8 / 1000)", hold_ms);
+      const std::int64_t run_key = log ? log->next_key() : 0;
+      if (log) {
+        l->query(insert, ctx.info().id, node_id, run_key);
+      } else {
+        l->query(insert, ctx.info().id, node_id);
+      }
       if (!ctx.complete_in(*l)) {
         tx.rollback();
         return sched::handler_result::failure("claim is stale; ledger row rolled back");
       }
       tx.commit();
+      if (log) log->acknowledged(run_key, ctx.info().id);
       return sched::handler_result::success();
     };
   }

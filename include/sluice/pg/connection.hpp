@@ -29,8 +29,9 @@ struct connect_options {
   // A conninfo string ("host=... port=...") or a URI ("postgresql://..."). Empty: libpq's
   // defaults and the standard PG* environment variables.
   std::string conninfo;
-  // Upper bound on the whole connect (libpq's connect_timeout has one-second granularity; a
-  // value below one second is rounded up to one).
+  // Upper bound on the connect to each host (libpq's connect_timeout has one-second
+  // granularity; a value below one second is rounded up to one). A conninfo with several hosts
+  // is tried host by host, each within this bound, so one that never answers is passed over.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(10)};
   // Shown in pg_stat_activity. Empty: keep whatever conninfo or PGAPPNAME says.
   std::string application_name;

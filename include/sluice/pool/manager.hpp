@@ -46,8 +46,13 @@ struct budget_report {
   int server_capacity = 0;  // max_connections - reserved
   int others = 0;           // connections budgeted by other nodes sharing the server
   int available = 0;        // server_capacity - others
+  // The check's connection goes through a proxy (PgBouncer): this process's connections are the
+  // proxy's clients, and the server's capacity bounds the proxy's server connections instead,
+  // so only the explicit budget applies to them.
+  bool through_proxy = false;
   [[nodiscard]] bool fits() const noexcept {
-    return needed <= available && (!explicit_budget || needed <= *explicit_budget);
+    return (through_proxy || needed <= available) &&
+           (!explicit_budget || needed <= *explicit_budget);
   }
 };
 
@@ -77,8 +82,10 @@ class pool_manager {
 
   // Reads max_connections and the reserved slots from the server (through a lease of the first
   // pool, or `conn` when given) and checks the budget, with `others` connections already
-  // budgeted by other nodes. Throws budget_error with the numbers when it does not fit; throws
-  // pg::error or pool_timeout when the server cannot be asked.
+  // budgeted by other nodes. When that connection goes through a proxy (PgBouncer), the server's
+  // capacity is reported but not checked: it bounds the proxy's server connections, not this
+  // process's (size the proxy's pools against it). Throws budget_error with the numbers when it
+  // does not fit; throws pg::error or pool_timeout when the server cannot be asked.
   budget_report check_budget(int others = 0) const;
   budget_report check_budget(pg::connection& conn, int others = 0) const;
 
