@@ -105,7 +105,7 @@
 
   // A task created without a schedule is "once at the epoch": due at once.
   function scheduleText(s) {
-    if (s.kind === 'once' && /^1970-01-01T00:00:00/.test(s.spec)) return 'once, right away';
+    if (s.kind === 'once' && /^1970-01-01T00:00:00/.test(s.at)) return 'once, right away';
     return s.text || s.kind;
   }
 

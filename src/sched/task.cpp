@@ -39,6 +39,16 @@ task_state parse_task_state(std::string_view text) {
       "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused)");
 }
 
+std::string_view to_string(conflict_mode mode) noexcept {
+  return mode == conflict_mode::replace ? "replace" : "keep";
+}
+
+conflict_mode parse_conflict_mode(std::string_view text) {
+  if (text == "keep") return conflict_mode::keep;
+  if (text == "replace") return conflict_mode::replace;
+  throw schedule_error("on_conflict: '" + std::string(text) + "' is not one of keep, replace");
+}
+
 namespace {
 bool valid_type(const std::string& t) {
   if (t.empty() || t.size() > 100) return false;
@@ -66,6 +76,13 @@ void task_spec::validate() const {
   if (catch_up_limit < 1 || catch_up_limit > 10000)
     fail("catch_up_limit: must be between 1 and 10000");
   if (pause_after_failures < 0) fail("pause_after_failures: must not be negative");
+  if (unique_key) {
+    if (unique_key->empty() || unique_key->size() > 200)
+      fail("unique_key: must be 1-200 characters");
+    if (unique_key->find('\0') != std::string::npos) {
+      fail("unique_key: must not contain NUL characters");
+    }
+  }
 }
 
 schedule task::parsed_schedule() const {
