@@ -312,8 +312,11 @@ class ProducersOnALiveServe(unittest.TestCase):
                 with connect() as conn:
                     with conn.transaction():
                         barrier.wait()
+                        # Due in an hour: the key stays held while the producers race (a
+                        # task that had run already would have freed it for a second one).
                         (task_id,) = conn.execute(
-                            f"SELECT {self.fn('add_task')}('noop', %s::jsonb, unique_key => %s)",
+                            f"SELECT {self.fn('add_task')}('noop', %s::jsonb, unique_key => %s,"
+                            " run_at => now() + interval '1 hour')",
                             (json.dumps({"producer": i}), key),
                         ).fetchone()
                 with lock:
@@ -329,6 +332,9 @@ class ProducersOnALiveServe(unittest.TestCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertEqual(len(set(ids)), 1)
+        self.assertTrue(
+            self.scalar(f"SELECT {self.fn('reschedule_task')}(%s, now())", (ids[0],))
+        )
         self.wait_succeeded(ids[0])
         self.assertEqual(
             self.scalar(f'SELECT count(*) FROM "{self.schema}".tasks WHERE unique_key = %s', (key,)),
