@@ -367,6 +367,16 @@ TEST_F(ProducersHttp, IdempotencyKeyGivesTheSameTaskBackWith200) {
   const auto too_long = post(*c, R"({"type":"mail"})", std::string(201, 'k'));
   ASSERT_TRUE(too_long);
   EXPECT_EQ(too_long->status, 400) << too_long->body;
+  const auto not_ascii = post(*c, R"({"type":"mail"})", "schl\xc3\xbcssel");
+  ASSERT_TRUE(not_ascii);
+  EXPECT_EQ(not_ascii->status, 400) << not_ascii->body;
+  httplib::Headers twice{{"Authorization", std::string("Bearer ") + token},
+                         {"Idempotency-Key", "a"},
+                         {"Idempotency-Key", "b"}};
+  const auto doubled = c->Post("/api/v1/tasks", twice, R"({"type":"mail"})", "application/json");
+  ASSERT_TRUE(doubled);
+  EXPECT_EQ(doubled->status, 400) << doubled->body;
+  EXPECT_NE(doubled->body.find("given more than once"), std::string::npos) << doubled->body;
   EXPECT_EQ(task_count(), 1);
 }
 
