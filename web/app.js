@@ -724,6 +724,7 @@
     const fields = [
       ['State', stateBadge(t.state)],
       ['Type', t.type],
+      ['Unique key', t.unique_key ? el('code', {}, t.unique_key) : '–'],
       ['Schedule', el('code', {}, scheduleText(sched)), sched.kind === 'cron' ? ` (${sched.tz})` : ''],
       ['Next run', timeEl(t.next_run_at), t.next_run_at ? el('span', { class: 'muted' }, ` · ${fmtAbsolute(parseTime(t.next_run_at))}`) : ''],
       ['Last run', timeEl(t.last_run_at)],
