@@ -196,6 +196,22 @@ void run_list(const list_options& opt) {
   table.print(std::cout);
 }
 
+// The runs table of `show` and `runs`.
+void print_runs(const std::vector<sched::task_run>& runs) {
+  if (runs.empty()) {
+    std::cout << "no runs yet\n";
+    return;
+  }
+  text_table table({"RUN", "ATTEMPT", "NODE", "STARTED", "DURATION", "OUTCOME", "ERROR"}, 60);
+  for (const auto& r : runs) {
+    char duration[32];
+    std::snprintf(duration, sizeof duration, "%.1fms", r.duration_ms());
+    table.add({std::to_string(r.id), std::to_string(r.attempt), r.node, format_time(r.started_at),
+               duration, r.outcome, r.error.value_or("")});
+  }
+  table.print(std::cout);
+}
+
 // ---- show -----------------------------------------------------------------------------------
 
 struct show_options {
@@ -254,18 +270,7 @@ void run_show(const show_options& opt) {
   field("created", format_time(t->created_at));
   field("updated", format_time(t->updated_at));
   std::cout << '\n';
-  if (runs.empty()) {
-    std::cout << "no runs yet\n";
-    return;
-  }
-  text_table table({"RUN", "ATTEMPT", "NODE", "STARTED", "DURATION", "OUTCOME", "ERROR"}, 60);
-  for (const auto& r : runs) {
-    char duration[32];
-    std::snprintf(duration, sizeof duration, "%.1fms", r.duration_ms());
-    table.add({std::to_string(r.id), std::to_string(r.attempt), r.node, format_time(r.started_at),
-               duration, r.outcome, r.error.value_or("")});
-  }
-  table.print(std::cout);
+  print_runs(runs);
 }
 
 // ---- runs -----------------------------------------------------------------------------------
@@ -290,18 +295,7 @@ void run_runs(const runs_options& opt) {
     std::cout << arr.dump() << '\n';
     return;
   }
-  if (runs.empty()) {
-    std::cout << "no runs yet\n";
-    return;
-  }
-  text_table table({"RUN", "ATTEMPT", "NODE", "STARTED", "DURATION", "OUTCOME", "ERROR"}, 60);
-  for (const auto& r : runs) {
-    char duration[32];
-    std::snprintf(duration, sizeof duration, "%.1fms", r.duration_ms());
-    table.add({std::to_string(r.id), std::to_string(r.attempt), r.node, format_time(r.started_at),
-               duration, r.outcome, r.error.value_or("")});
-  }
-  table.print(std::cout);
+  print_runs(runs);
 }
 
 // ---- pause / resume / cancel / run-now --------------------------------------------------------
