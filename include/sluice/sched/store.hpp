@@ -57,10 +57,11 @@ struct add_result {
 // `sluice migrate` is; the SQL API's sluice_producer role is not: it calls add_task in SQL).
 // Under REPEATABLE READ or SERIALIZABLE a collision on a unique_key may fail with 40001 (retry
 // the transaction), as in SQL.
-// Throws schedule_error (bad spec, before any statement is sent), conflict_error (a taken name,
-// 23505; a unique_key whose task is running while on_conflict is replace, 55000),
-// std::invalid_argument (a bad schema name), pg::error. After an exception other than
-// schedule_error and std::invalid_argument the caller's transaction is aborted.
+// Throws schedule_error (a bad spec), conflict_error (a taken name, 23505; a unique_key whose
+// task is running while on_conflict is replace, 55000), std::invalid_argument (a bad schema
+// name), pg::error. The spec and the schema name are checked before any statement is sent, so
+// those refusals leave the caller's transaction usable; everything found by the server (the
+// conflicts, a payload that is not valid JSON) aborts it, as any failed statement does.
 // Thread-safety: as the connection's (one thread at a time).
 add_result add_task(pg::connection& conn, const task_spec& spec,
                     const std::string& schema = "sluice");
