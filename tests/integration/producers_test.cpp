@@ -163,6 +163,13 @@ TEST_F(Producers, BadSpecsAreRefusedBeforeAnyStatementSoTheCallersTransactionGoe
   sched::task_spec bad_priority = keyed("p");
   bad_priority.priority = 5000;
   EXPECT_THROW((void)sched::add_task(tx, bad_priority, env_->schema()), sched::schedule_error);
+  // The bounds of the HTTP and SQL APIs: the C++ API accepts no task they would refuse.
+  sched::task_spec long_timeout = keyed("t");
+  long_timeout.timeout = std::chrono::hours(24 * 367);
+  EXPECT_THROW((void)sched::add_task(tx, long_timeout, env_->schema()), sched::schedule_error);
+  sched::task_spec many_failures = keyed("f");
+  many_failures.pause_after_failures = 1'000'001;
+  EXPECT_THROW((void)sched::add_task(tx, many_failures, env_->schema()), sched::schedule_error);
   EXPECT_THROW((void)sched::add_task(tx, keyed("s"), "Bad Schema"), std::invalid_argument);
   // The transaction is still usable.
   const auto added = sched::add_task(tx, keyed("good"), env_->schema());
