@@ -105,7 +105,7 @@
 
   // A task created without a schedule is "once at the epoch": due at once.
   function scheduleText(s) {
-    if (s.kind === 'once' && /^1970-01-01T00:00:00/.test(s.spec)) return 'once, right away';
+    if (s.kind === 'once' && /^1970-01-01T00:00:00/.test(s.at)) return 'once, right away';
     return s.text || s.kind;
   }
 
@@ -724,6 +724,7 @@
     const fields = [
       ['State', stateBadge(t.state)],
       ['Type', t.type],
+      ['Unique key', t.unique_key ? el('code', {}, t.unique_key) : '–'],
       ['Schedule', el('code', {}, scheduleText(sched)), sched.kind === 'cron' ? ` (${sched.tz})` : ''],
       ['Next run', timeEl(t.next_run_at), t.next_run_at ? el('span', { class: 'muted' }, ` · ${fmtAbsolute(parseTime(t.next_run_at))}`) : ''],
       ['Last run', timeEl(t.last_run_at)],

@@ -1,4 +1,4 @@
-// `sluice task add|list|show|pause|resume|cancel|run-now`: the operator's view of the tasks
+// `sluice task add|list|show|runs|pause|resume|cancel|run-now`: the operator's view of the tasks
 // table, through sched::store (the same calls the API makes).
 
 #include <algorithm>
@@ -8,91 +8,25 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "http/json.hpp"
 #include "sluice/sched/handlers.hpp"
 #include "sluice/sched/schedule.hpp"
 
 namespace sluice::cli {
 namespace {
 
-using json = nlohmann::ordered_json;
+using json = http::json;
 
-json time_json(const std::optional<sched::time_point>& t) {
-  if (!t) return nullptr;
-  return sched::format_timestamp(*t);
-}
-
-template <class T>
-json optional_json(const std::optional<T>& v) {
-  if (!v) return nullptr;
-  return *v;
-}
-
-// The task as the API shows it: payload as JSON, the schedule in its one-string form too.
+// The task and run JSON are the HTTP API's (http/json.hpp), names and all, so that the output of
+// `task show --json` can be posted to POST /api/v1/tasks as it is.
 json task_json(const sched::task& t) {
-  json j;
-  j["id"] = t.id;
-  j["type"] = t.type;
-  j["name"] = optional_json(t.name);
-  j["state"] = std::string(sched::to_string(t.state));
-  j["schedule"] = {{"kind", t.schedule_kind}, {"spec", t.schedule_spec}, {"timezone", t.timezone}};
-  try {
-    j["schedule"]["text"] = t.parsed_schedule().to_string();
-  } catch (const sched::schedule_error&) {
-    j["schedule"]["text"] = nullptr;  // edited into nonsense by hand: show the raw fields only
-  }
-  j["payload"] = json::parse(t.payload, nullptr, false);
-  if (j["payload"].is_discarded()) j["payload"] = t.payload;
-  j["priority"] = t.priority;
-  j["next_run_at"] = time_json(t.next_run_at);
-  j["attempt"] = t.attempt;
-  j["max_attempts"] = t.max_attempts;
-  j["timeout_ms"] = t.timeout_ms;
-  j["backoff_base_ms"] = t.backoff_base_ms;
-  j["backoff_cap_ms"] = t.backoff_cap_ms;
-  j["misfire_policy"] = t.misfire_policy;
-  j["misfire_grace_s"] = t.misfire_grace_s;
-  j["catch_up_limit"] = t.catch_up_limit;
-  j["pause_after_failures"] = t.pause_after_failures;
-  j["claim_token"] = t.claim_token;
-  j["claimed_by"] = optional_json(t.claimed_by);
-  j["claimed_at"] = time_json(t.claimed_at);
-  j["lease_until"] = time_json(t.lease_until);
-  j["fire_time"] = time_json(t.fire_time);
-  j["last_error"] = optional_json(t.last_error);
-  j["last_run_at"] = time_json(t.last_run_at);
-  j["last_success_at"] = time_json(t.last_success_at);
-  j["consecutive_failures"] = t.consecutive_failures;
-  j["runs"] = t.runs;
-  j["created_at"] = sched::format_timestamp(t.created_at);
-  j["updated_at"] = sched::format_timestamp(t.updated_at);
-  return j;
+  return http::json_of(t);
 }
 
 json run_json(const sched::task_run& r) {
-  json j;
-  j["id"] = r.id;
-  j["task_id"] = r.task_id;
-  j["attempt"] = r.attempt;
-  j["claim_token"] = r.claim_token;
-  j["node"] = r.node;
-  j["fire_time"] = time_json(r.fire_time);
-  j["started_at"] = sched::format_timestamp(r.started_at);
-  j["finished_at"] = sched::format_timestamp(r.finished_at);
-  j["duration_ms"] = r.duration_ms();
-  j["outcome"] = r.outcome;
-  j["error"] = optional_json(r.error);
-  if (r.detail) {
-    j["detail"] = json::parse(*r.detail, nullptr, false);
-    if (j["detail"].is_discarded()) j["detail"] = *r.detail;
-  } else {
-    j["detail"] = nullptr;
-  }
-  j["recorded_by"] = r.recorded_by;
-  return j;
+  return http::json_of(r);
 }
 
 std::string schedule_text(const sched::task& t) {
@@ -122,6 +56,8 @@ struct add_options {
   std::string misfire_grace = "60s";
   int catch_up_limit = 10;
   int pause_after_failures = 0;
+  std::optional<std::string> unique_key;
+  std::string on_conflict = "keep";
 };
 
 sched::schedule schedule_of(const add_options& opt) {
@@ -177,17 +113,36 @@ void run_add(const add_options& opt) {
       parse_duration_option(opt.misfire_grace, "--misfire-grace"));
   spec.catch_up_limit = opt.catch_up_limit;
   spec.pause_after_failures = opt.pause_after_failures;
+  spec.unique_key = opt.unique_key;
+  try {
+    spec.on_conflict = sched::parse_conflict_mode(opt.on_conflict);
+  } catch (const sched::schedule_error&) {
+    throw command_error("--on-conflict: '" + opt.on_conflict + "' is not one of keep, replace");
+  }
   spec.validate();  // before connecting: a bad option is reported without a round trip
 
   database_session db(cfg);
   db.store().check_schema(true);
-  const std::int64_t id = db.store().create(spec);
+  const sched::add_result added = db.store().add(spec);
+  const std::int64_t id = added.id;
   const auto t = db.store().get(id);
   if (opt.common.json) {
     std::cout << (t ? task_json(*t) : json{{"id", id}}).dump() << '\n';
     return;
   }
-  std::cout << "created task " << id;
+  switch (added.outcome) {
+    case sched::add_outcome::created:
+      std::cout << "created task " << id;
+      break;
+    case sched::add_outcome::existing:
+      std::cout << "task " << id << " already holds unique key '" << *spec.unique_key
+                << "': nothing added";
+      break;
+    case sched::add_outcome::replaced:
+      std::cout << "replaced the payload and schedule of task " << id
+                << ", which holds unique key '" << *spec.unique_key << "'";
+      break;
+  }
   if (t) {
     std::cout << " (" << t->type << ", " << schedule_text(*t) << ", next run "
               << format_time(t->next_run_at) << ")";
@@ -241,6 +196,22 @@ void run_list(const list_options& opt) {
   table.print(std::cout);
 }
 
+// The runs table of `show` and `runs`.
+void print_runs(const std::vector<sched::task_run>& runs) {
+  if (runs.empty()) {
+    std::cout << "no runs yet\n";
+    return;
+  }
+  text_table table({"RUN", "ATTEMPT", "NODE", "STARTED", "DURATION", "OUTCOME", "ERROR"}, 60);
+  for (const auto& r : runs) {
+    char duration[32];
+    std::snprintf(duration, sizeof duration, "%.1fms", r.duration_ms());
+    table.add({std::to_string(r.id), std::to_string(r.attempt), r.node, format_time(r.started_at),
+               duration, r.outcome, r.error.value_or("")});
+  }
+  table.print(std::cout);
+}
+
 // ---- show -----------------------------------------------------------------------------------
 
 struct show_options {
@@ -256,22 +227,20 @@ void run_show(const show_options& opt) {
   db.store().check_schema(true);
   const auto t = db.store().get(id);
   if (!t) throw command_error("task " + std::to_string(id) + " not found");
-  const auto runs = db.store().runs(id, opt.runs);
   if (opt.common.json) {
-    json j;
-    j["task"] = task_json(*t);
-    j["runs"] = json::array();
-    for (const auto& r : runs)
-      j["runs"].push_back(run_json(r));
-    std::cout << j.dump() << '\n';
+    // The task alone, as GET /api/v1/tasks/{id} returns it: POST /api/v1/tasks takes it back.
+    // Its runs: `sluice task runs ID --json`.
+    std::cout << task_json(*t).dump() << '\n';
     return;
   }
+  const auto runs = db.store().runs(id, opt.runs);
   auto field = [](const char* key, const std::string& value) {
     std::cout << key << std::string(22 - std::string_view(key).size(), ' ') << value << '\n';
   };
   field("id", std::to_string(t->id));
   field("type", t->type);
   field("name", t->name.value_or("-"));
+  if (t->unique_key) field("unique key", *t->unique_key);
   field("state", std::string(sched::to_string(t->state)));
   field("schedule", schedule_text(*t));
   field("payload", t->payload);
@@ -301,18 +270,32 @@ void run_show(const show_options& opt) {
   field("created", format_time(t->created_at));
   field("updated", format_time(t->updated_at));
   std::cout << '\n';
-  if (runs.empty()) {
-    std::cout << "no runs yet\n";
+  print_runs(runs);
+}
+
+// ---- runs -----------------------------------------------------------------------------------
+
+struct runs_options {
+  common_options common;
+  std::string id;
+  int limit = 50;
+};
+
+void run_runs(const runs_options& opt) {
+  const std::int64_t id = parse_task_id(opt.id);
+  const daemon_config cfg = resolve_config(opt.common);
+  database_session db(cfg);
+  db.store().check_schema(true);
+  if (!db.store().get(id)) throw command_error("task " + std::to_string(id) + " not found");
+  const auto runs = db.store().runs(id, opt.limit);
+  if (opt.common.json) {
+    json arr = json::array();
+    for (const auto& r : runs)
+      arr.push_back(run_json(r));
+    std::cout << arr.dump() << '\n';
     return;
   }
-  text_table table({"RUN", "ATTEMPT", "NODE", "STARTED", "DURATION", "OUTCOME", "ERROR"}, 60);
-  for (const auto& r : runs) {
-    char duration[32];
-    std::snprintf(duration, sizeof duration, "%.1fms", r.duration_ms());
-    table.add({std::to_string(r.id), std::to_string(r.attempt), r.node, format_time(r.started_at),
-               duration, r.outcome, r.error.value_or("")});
-  }
-  table.print(std::cout);
+  print_runs(runs);
 }
 
 // ---- pause / resume / cancel / run-now --------------------------------------------------------
@@ -400,6 +383,12 @@ void register_task(CLI::App& app) {
     cmd->add_option("--pause-after-failures", opt->pause_after_failures,
                     "Recurring tasks: pause after N consecutive failed occurrences (0: never)")
         ->capture_default_str();
+    cmd->add_option("--unique-key", opt->unique_key,
+                    "At most one live task holds this key (1-200 characters; global across types)");
+    cmd->add_option("--on-conflict", opt->on_conflict,
+                    "When a live task holds --unique-key: keep it (add nothing) or replace its "
+                    "payload and schedule")
+        ->capture_default_str();
     cmd->callback([opt] { run_add(*opt); });
   }
   {
@@ -425,6 +414,16 @@ void register_task(CLI::App& app) {
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
     cmd->callback([opt] { run_show(*opt); });
+  }
+  {
+    auto opt = std::make_shared<runs_options>();
+    auto* cmd = task->add_subcommand("runs", "List a task's runs, newest first");
+    add_common_options(*cmd, opt->common);
+    cmd->add_option("id", opt->id, "Task id")->required();
+    cmd->add_option("--limit", opt->limit, "At most this many runs")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    cmd->callback([opt] { run_runs(*opt); });
   }
   add_change(*task, "pause", "Stop a task from running until resumed", &sched::store::pause,
              "pause", "paused");

@@ -48,7 +48,8 @@ using type_map = std::map<std::string, std::string, std::less<>>;
 // which pools exist (an sql task naming the lane or a missing pool is refused when created).
 // A task of an alias type is checked by its handler's rules.
 void validate_task(std::string_view type, std::string_view payload, const type_map& types,
-                   const std::vector<std::string>& pools, const command_settings& commands) {
+                   const std::vector<std::string>& pools, const command_settings& commands,
+                   const std::map<std::string, std::string>& signing_keys) {
   const auto it = types.find(type);
   if (it == types.end()) {
     std::vector<std::string> names;
@@ -60,6 +61,20 @@ void validate_task(std::string_view type, std::string_view payload, const type_m
   const std::string& handler = it->second;
   const auto policy = commands.get();
   sched::validate_payload(handler, payload, policy.get());
+  if (handler == "http") {
+    // A name this node's [http_tasks.signing_keys] does not define would fail every run.
+    const auto j = nlohmann::json::parse(payload, nullptr, false);
+    if (!j.is_object() || !j.contains("signing_key") || !j["signing_key"].is_string()) return;
+    const auto key = j["signing_key"].get<std::string>();
+    if (signing_keys.count(key) != 0) return;
+    std::vector<std::string> names;
+    for (const auto& [name, variable] : signing_keys)
+      names.push_back(name);
+    // The value is not echoed: someone may have put a secret there by mistake.
+    throw sched::schedule_error(
+        "http payload: signing_key: [http_tasks.signing_keys] has no key of that name (" +
+        (names.empty() ? std::string("none is defined") : "defined: " + join(names)) + ")");
+  }
   if (handler != "sql") return;
   const auto j = nlohmann::json::parse(payload, nullptr, false);
   if (!j.is_object() || !j.contains("pool") || !j["pool"].is_string()) return;
@@ -221,9 +236,10 @@ void start_http(daemon_parts& d, pool::pool& lane, const daemon_config& cfg, typ
     task_pools.push_back(p.name);
   d.app = std::make_unique<http::app>(
       http::app{*d.pools, lane, *d.scheduler, *d.store,
-                [types = std::move(types), task_pools, commands](std::string_view type,
+                [types = std::move(types), task_pools, commands,
+                 signing_keys = cfg.http_tasks.signing_keys_env](std::string_view type,
                                                                  std::string_view payload) {
-                  validate_task(type, payload, types, task_pools, *commands);
+                  validate_task(type, payload, types, task_pools, *commands, signing_keys);
                 },
                 [aliases = cfg.types](sched::task_spec& spec) {
                   daemon_config::apply_alias_defaults(aliases, spec);

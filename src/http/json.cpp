@@ -77,24 +77,44 @@ json optional_string(const std::optional<std::string>& s) {
 
 }  // namespace
 
+json schedule_json(const sched::schedule& s) {
+  json out = {{"kind", s.kind_name()}};
+  switch (s.kind()) {
+    case sched::schedule_kind::once:
+      out["at"] = sched::format_timestamp(s.at());
+      break;
+    case sched::schedule_kind::interval:
+      out["every"] = sched::format_duration(s.period());
+      if (const auto anchor = s.anchor()) out["anchor"] = sched::format_timestamp(*anchor);
+      break;
+    case sched::schedule_kind::cron:
+      out["expr"] = s.spec();
+      out["tz"] = s.tz();
+      break;
+  }
+  out["text"] = s.to_string();
+  return out;
+}
+
 json json_of(const sched::task& t) {
-  std::string schedule_text;
+  json schedule;
   try {
-    schedule_text = t.parsed_schedule().to_string();
+    schedule = schedule_json(t.parsed_schedule());
   } catch (const std::exception&) {
-    schedule_text.clear();  // a row edited into nonsense: still show the raw fields
+    // A row edited into nonsense: still show what it holds, as the columns have it.
+    schedule = {{"kind", t.schedule_kind},
+                {"spec", t.schedule_spec},
+                {"tz", t.timezone},
+                {"text", nullptr}};
   }
   return {
       {"id", t.id},
       {"type", t.type},
       {"name", optional_string(t.name)},
+      {"unique_key", optional_string(t.unique_key)},
       {"payload", embedded_json(t.payload)},
       {"state", sched::to_string(t.state)},
-      {"schedule",
-       {{"kind", t.schedule_kind},
-        {"spec", t.schedule_spec},
-        {"tz", t.timezone},
-        {"text", schedule_text.empty() ? json(nullptr) : json(schedule_text)}}},
+      {"schedule", std::move(schedule)},
       {"misfire_policy", t.misfire_policy},
       {"misfire_grace_s", t.misfire_grace_s},
       {"catch_up_limit", t.catch_up_limit},

@@ -52,7 +52,13 @@ inline constexpr int max_json_depth = 64;
 // parse is returned as a string so the response is still valid JSON.
 [[nodiscard]] json embedded_json(const std::string& text);
 
+// The task JSON, one form for the API, the CLI (`sluice task show --json`) and the dashboard,
+// with the names POST /api/v1/tasks takes (task_spec_json.hpp), so it can be posted back as is.
+// Its schedule is schedule_json()'s object.
 [[nodiscard]] json json_of(const sched::task& t);
+// {"kind":"once","at":...} | {"kind":"interval","every":"1h30m"[,"anchor":...]} |
+// {"kind":"cron","expr":...,"tz":...}, each with "text", the one-string form.
+[[nodiscard]] json schedule_json(const sched::schedule& s);
 [[nodiscard]] json json_of(const sched::task_run& r);
 [[nodiscard]] json json_of(const sched::cycle_record& c);
 [[nodiscard]] json json_of(const sched::node_info& n);

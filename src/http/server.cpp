@@ -618,8 +618,29 @@ struct server::impl {
     res.set_header("Cache-Control", "no-store");
   }
 
+  // POST /api/v1/tasks. An Idempotency-Key header is the task's unique_key: while the task it
+  // created is live, the same key gets that task back (200) instead of a new one (201).
   void create(const request& req, response& res) {
-    const sched::task_spec spec = task_spec_from_json(std::string_view(req.body), a.type_defaults);
+    sched::task_spec spec = task_spec_from_json(std::string_view(req.body), a.type_defaults);
+    if (req.has_header("idempotency-key")) {
+      if (req.header_count("idempotency-key") > 1) {
+        throw api_error(error_code::bad_request, "Idempotency-Key: given more than once");
+      }
+      const std::string key(req.header("idempotency-key"));
+      const bool visible_ascii = std::all_of(key.begin(), key.end(), [](char c) {
+        return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+      });
+      if (key.empty() || key.size() > 200 || !visible_ascii) {
+        throw api_error(error_code::bad_request,
+                        "Idempotency-Key: must be 1-200 printable ASCII characters");
+      }
+      if (spec.unique_key && *spec.unique_key != key) {
+        throw api_error(error_code::bad_request,
+                        "Idempotency-Key: differs from the body's unique_key (give one, or the "
+                        "same value in both)");
+      }
+      spec.unique_key = key;
+    }
     if (a.validate_payload) {
       try {
         a.validate_payload(spec.type, spec.payload);
@@ -627,11 +648,12 @@ struct server::impl {
         throw api_error(error_code::bad_request, e.what());
       }
     }
-    const std::int64_t id = a.store.create(spec);
-    a.scheduler.wake();
-    const auto t = a.store.get(id);
-    res.set_header("Location", "/api/v1/tasks/" + std::to_string(id));
-    send_json(res, 201, t ? json_of(*t) : json{{"id", id}});
+    const sched::add_result added = a.store.add(spec);
+    if (added.outcome != sched::add_outcome::existing) a.scheduler.wake();
+    const auto t = a.store.get(added.id);
+    res.set_header("Location", "/api/v1/tasks/" + std::to_string(added.id));
+    res.set_header("Sluice-Task-Outcome", std::string(sched::to_string(added.outcome)));
+    send_json(res, added.created() ? 201 : 200, t ? json_of(*t) : json{{"id", added.id}});
   }
 
   void change(const request& req, response& res, const route_args& m, const action_info& action) {

@@ -106,12 +106,16 @@ sched::time_point timestamp(const json& v, std::string_view field) {
   }
 }
 
+// `ignored`: names that are accepted but not listed as known (the read-only fields of a task's
+// JSON, see task_spec_json.hpp).
 void refuse_unknown_keys(const json& object, std::string_view prefix,
-                         std::initializer_list<std::string_view> allowed,
-                         std::string_view context) {
+                         std::initializer_list<std::string_view> allowed, std::string_view context,
+                         std::initializer_list<std::string_view> ignored = {}) {
   for (const auto& [key, value] : object.items()) {
     bool known = false;
     for (const auto a : allowed)
+      known = known || key == a;
+    for (const auto a : ignored)
       known = known || key == a;
     if (known) continue;
     std::string list;
@@ -154,7 +158,30 @@ sched::schedule interval_schedule(const json& s) {
   }
 }
 
+sched::schedule structured_schedule(const json& s);
+
+// The object form may carry "text", the one-string form the task's JSON shows beside the fields:
+// then it must describe the same schedule, so that editing one and not the other is caught.
 sched::schedule schedule_from(const json& s) {
+  sched::schedule out = structured_schedule(s);
+  if (!s.is_object()) return out;
+  const auto text = s.find("text");
+  if (text == s.end() || text->is_null()) return out;
+  const std::string& given = string_field(*text, "schedule.text");
+  std::optional<sched::schedule> parsed;
+  try {
+    parsed = sched::schedule::parse(given);
+  } catch (const sched::schedule_error& e) {
+    bad(under("schedule.text", e.what()));
+  }
+  if (!(*parsed == out)) {
+    bad("schedule.text: '" + shown(given) + "' is not the schedule the other fields give ('" +
+        shown(out.to_string()) + "'); change both, or leave \"text\" out");
+  }
+  return out;
+}
+
+sched::schedule structured_schedule(const json& s) {
   if (s.is_string()) {
     try {
       return sched::schedule::parse(string_field(s, "schedule"));
@@ -177,17 +204,18 @@ sched::schedule schedule_from(const json& s) {
   }
   switch (kind) {
     case sched::schedule_kind::once: {
-      refuse_unknown_keys(s, "schedule.", {"kind", "at"}, " for a once schedule");
+      refuse_unknown_keys(s, "schedule.", {"kind", "at", "text"}, " for a once schedule");
       const auto at = s.find("at");
       // No time: due now (the epoch sorts before every real time).
       return sched::schedule::once(at == s.end() ? sched::time_point{}
                                                  : timestamp(*at, "schedule.at"));
     }
     case sched::schedule_kind::interval:
-      refuse_unknown_keys(s, "schedule.", {"kind", "every", "anchor"}, " for an interval schedule");
+      refuse_unknown_keys(s, "schedule.", {"kind", "every", "anchor", "text"},
+                          " for an interval schedule");
       return interval_schedule(s);
     case sched::schedule_kind::cron: {
-      refuse_unknown_keys(s, "schedule.", {"kind", "expr", "tz"}, " for a cron schedule");
+      refuse_unknown_keys(s, "schedule.", {"kind", "expr", "tz", "text"}, " for a cron schedule");
       const auto expr = s.find("expr");
       if (expr == s.end())
         bad("schedule.expr: required for a cron schedule (e.g. \"*/5 * * * *\")");
@@ -208,11 +236,15 @@ sched::schedule schedule_from(const json& s) {
 
 sched::task_spec task_spec_from_json(const json& body, const spec_defaults& defaults) {
   if (!body.is_object()) bad("request body: expected a JSON object, got " + kind_of(body));
-  refuse_unknown_keys(body, "",
-                      {"type", "name", "payload", "schedule", "priority", "max_attempts",
-                       "backoff_base_ms", "backoff_cap_ms", "timeout_ms", "misfire_policy",
-                       "misfire_grace_s", "catch_up_limit", "pause_after_failures"},
-                      "");
+  refuse_unknown_keys(
+      body, "",
+      {"type", "name", "unique_key", "on_conflict", "payload", "schedule", "priority",
+       "max_attempts", "backoff_base_ms", "backoff_cap_ms", "timeout_ms", "misfire_policy",
+       "misfire_grace_s", "catch_up_limit", "pause_after_failures"},
+      "",
+      {"id", "state", "next_run_at", "attempt", "claim_token", "claimed_by", "claimed_at",
+       "lease_until", "fire_time", "last_error", "last_run_at", "last_success_at",
+       "consecutive_failures", "runs", "created_at", "updated_at"});
   sched::task_spec spec;
   const auto type = body.find("type");
   if (type == body.end()) bad("type: required (the handler to run, e.g. \"sql\" or \"http\")");
@@ -224,6 +256,20 @@ sched::task_spec task_spec_from_json(const json& body, const spec_defaults& defa
 
   if (const auto name = body.find("name"); name != body.end() && !name->is_null()) {
     spec.name = string_field(*name, "name");
+  }
+
+  if (const auto key = body.find("unique_key"); key != body.end() && !key->is_null()) {
+    spec.unique_key = string_field(*key, "unique_key");
+    if (spec.unique_key->empty() || spec.unique_key->size() > 200) {
+      bad("unique_key: must be 1-200 characters");
+    }
+  }
+  if (const auto mode = body.find("on_conflict"); mode != body.end()) {
+    try {
+      spec.on_conflict = sched::parse_conflict_mode(string_field(*mode, "on_conflict"));
+    } catch (const sched::schedule_error& e) {
+      bad(e.what());
+    }
   }
 
   if (const auto payload = body.find("payload"); payload != body.end()) {

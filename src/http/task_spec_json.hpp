@@ -6,14 +6,19 @@
 // never silently becomes a default.
 //
 // Accepted fields (all but "type" optional; docs/api.md has examples):
-//   type (string), name (string | null), payload (object),
+//   type (string), name (string | null), unique_key (string | null), on_conflict ("keep" |
+//   "replace"), payload (object),
 //   schedule: {"kind":"once","at":"<RFC 3339>"} (no "at": due now)
 //           | {"kind":"interval","every":"30s" | <seconds>, "anchor":"<RFC 3339>"}
 //           | {"kind":"cron","expr":"*/5 * * * *","tz":"Europe/Berlin"}
+//             (each may carry "text", the one-string form, which must then agree)
 //           | "<one-string form>" ("every:30s", "cron:0 9 * * MON-FRI@Europe/Berlin", ...),
 //   priority, max_attempts, backoff_base_ms, backoff_cap_ms, timeout_ms, misfire_policy
 //   ("coalesce" | "catch_up" | "skip"), misfire_grace_s, catch_up_limit, pause_after_failures
 //   (integers).
+// These are the names of the task JSON the API returns (json_of(sched::task) in json.hpp); its
+// other fields (id, state, next_run_at, attempt, runs, created_at, ...: what the scheduler
+// writes) are accepted and ignored, so that a task's JSON can be posted back as it is.
 //
 // Thread-safety: pure functions. Throws: api_error(bad_request) for every input it refuses, and
 // nothing else (std::bad_alloc aside) whatever the input, so it can be fuzzed directly.

@@ -97,54 +97,142 @@ migration_status store::migrate() {
   return st;
 }
 
-std::int64_t store::create(const task_spec& spec) {
-  spec.validate();
-  const auto now = std::chrono::system_clock::now();
-  const schedule& when = spec.when;
-  std::optional<time_point> first;
-  if (when.kind() == schedule_kind::once) {
-    first = when.at();  // in the past (or the epoch): due now
-  } else {
-    first = when.next_after(now);
-    if (!first) throw schedule_error("schedule: '" + when.to_string() + "' never fires after now");
+std::string_view to_string(add_outcome outcome) noexcept {
+  switch (outcome) {
+    case add_outcome::created:
+      return "created";
+    case add_outcome::existing:
+      return "existing";
+    case add_outcome::replaced:
+      return "replaced";
   }
-  auto lease = lane_.acquire();
+  return "?";
+}
+
+namespace {
+
+// The first next_run_at of a validated spec.
+time_point first_run(const schedule& when) {
+  if (when.kind() == schedule_kind::once) return when.at();  // in the past (or the epoch): now
+  const auto first = when.next_after(std::chrono::system_clock::now());
+  if (!first) throw schedule_error("schedule: '" + when.to_string() + "' never fires after now");
+  return *first;
+}
+
+// Called from a catch block: anything it does not translate is rethrown as it was.
+[[noreturn]] void rethrow_add_error(const pg::sql_error& e, const task_spec& spec) {
+  if (e.sqlstate() == "23505")
+    throw conflict_error("a task named '" + spec.name.value_or("") + "' already exists");
+  // insert_tasks(): the key's holder is running and on_conflict is replace.
+  if (e.sqlstate() == "55000") throw conflict_error(e.message());
+  if (e.sqlstate() == "22P02" || e.sqlstate() == "22032")
+    throw schedule_error("payload: not valid JSON: " + e.message());
+  if (e.sqlstate() == "23514")
+    throw schedule_error("task rejected by the database: " + e.message());
+  throw;
+}
+
+// Without a key: one INSERT. With one: the SQL API's insert_tasks(), whose answer may be the
+// holder's id; then the zone of a cron schedule, which insert_tasks() does not write (the
+// caller makes sure those two run in one transaction).
+add_result add_in_transaction(pg::connection& c, const task_spec& spec, const std::string& schema,
+                              time_point first) {
+  const schedule& when = spec.when;
+  const auto grace = static_cast<int>(spec.misfire_grace.count());
+  const auto base = static_cast<std::int64_t>(spec.backoff_base.count());
+  const auto cap = static_cast<std::int64_t>(spec.backoff_cap.count());
+  const auto timeout = static_cast<std::int64_t>(spec.timeout.count());
+  const std::string kind(when.kind_name());
+  const std::string misfire(to_string(spec.misfire));
+  if (!spec.unique_key) {
+    const auto id =
+        c.exec_cached(with_schema(queries::insert_task, schema),
+                      pg::param_list::of(
+                          spec.type, spec.name, pg::json_text{spec.payload}, kind, when.spec(),
+                          when.tz(), misfire, grace, spec.catch_up_limit, first, spec.priority,
+                          spec.max_attempts, base, cap, timeout, spec.pause_after_failures))
+            .one<std::int64_t>();
+    return {id, add_outcome::created};
+  }
+  const auto res = c.exec_cached(
+      with_schema(queries::add_unique_task, schema),
+      pg::param_list::of(spec.type, spec.name, pg::json_text{spec.payload}, kind, when.spec(),
+                         first, misfire, grace, spec.catch_up_limit, spec.priority,
+                         spec.max_attempts, base, cap, timeout, spec.pause_after_failures,
+                         *spec.unique_key, std::string(to_string(spec.on_conflict))));
+  add_result out;
+  out.id = res[0].get<std::int64_t>(0);
+  const bool created = res[0].get<bool>(1);
+  out.outcome = created                                      ? add_outcome::created
+                : spec.on_conflict == conflict_mode::replace ? add_outcome::replaced
+                                                             : add_outcome::existing;
+  if (out.outcome != add_outcome::existing && when.tz() != "UTC") {
+    c.query_cached(with_schema(queries::set_task_timezone, schema), out.id, when.tz());
+  }
+  return out;
+}
+
+}  // namespace
+
+add_result add_task(pg::connection& conn, const task_spec& spec, const std::string& schema) {
+  validate_schema_name(schema);
+  spec.validate();
+  const time_point first = first_run(spec.when);
   try {
-    return lease
-        ->exec_cached(
-            with_schema(queries::insert_task, schema_),
-            pg::param_list::of(
-                spec.type, spec.name, pg::json_text{spec.payload}, std::string(when.kind_name()),
-                when.spec(), when.tz(), std::string(to_string(spec.misfire)),
-                static_cast<int>(spec.misfire_grace.count()), spec.catch_up_limit, *first,
-                spec.priority, spec.max_attempts,
-                static_cast<std::int64_t>(spec.backoff_base.count()),
-                static_cast<std::int64_t>(spec.backoff_cap.count()),
-                static_cast<std::int64_t>(spec.timeout.count()), spec.pause_after_failures))
-        .one<std::int64_t>();
+    // One statement is atomic on its own; a cron task in a zone with a key may take two.
+    const bool two_statements = spec.unique_key && spec.when.tz() != "UTC";
+    if (two_statements && conn.tx_status() == pg::transaction_status::idle) {
+      pg::transaction tx(conn);
+      const auto out = add_in_transaction(conn, spec, schema, first);
+      tx.commit();
+      return out;
+    }
+    return add_in_transaction(conn, spec, schema, first);
   } catch (const pg::sql_error& e) {
-    if (e.sqlstate() == "23505")
-      throw conflict_error("a task named '" + spec.name.value_or("") + "' already exists");
-    if (e.sqlstate() == "22P02" || e.sqlstate() == "22032")
-      throw schedule_error("payload: not valid JSON: " + e.message());
-    if (e.sqlstate() == "23514")
-      throw schedule_error("task rejected by the database: " + e.message());
-    throw;
+    rethrow_add_error(e, spec);
   }
 }
+
+add_result add_task(pg::transaction& tx, const task_spec& spec, const std::string& schema) {
+  return add_task(tx.conn(), spec, schema);
+}
+
+add_result store::add(const task_spec& spec) {
+  spec.validate();  // before borrowing a connection
+  auto lease = lane_.acquire();
+  return add_task(lease.conn(), spec, schema_);
+}
+
+std::int64_t store::create(const task_spec& spec) {
+  return add(spec).id;
+}
+
+namespace {
+
+// row_to_task() and, in the column after its own, the unique_key (get_task.sql and the other
+// reads of the store select it; the engine's claim does not).
+constexpr int unique_key_column = 31;
+
+task task_of(const pg::row& r) {
+  task t = detail::row_to_task(r);
+  t.unique_key = r.get<std::optional<std::string>>(unique_key_column);
+  return t;
+}
+
+}  // namespace
 
 std::optional<task> store::get(std::int64_t id) {
   auto lease = lane_.acquire();
   const auto res = lease->query_cached(with_schema(queries::get_task, schema_), id);
   if (res.empty()) return std::nullopt;
-  return detail::row_to_task(res[0]);
+  return task_of(res[0]);
 }
 
 std::optional<task> store::get_by_name(const std::string& name) {
   auto lease = lane_.acquire();
   const auto res = lease->query_cached(with_schema(queries::get_task_by_name, schema_), name);
   if (res.empty()) return std::nullopt;
-  return detail::row_to_task(res[0]);
+  return task_of(res[0]);
 }
 
 std::vector<task> store::list(const task_filter& f) {
@@ -157,7 +245,7 @@ std::vector<task> store::list(const task_filter& f) {
   std::vector<task> out;
   out.reserve(static_cast<std::size_t>(res.rows()));
   for (const auto row : res)
-    out.push_back(detail::row_to_task(row));
+    out.push_back(task_of(row));
   return out;
 }
 

@@ -147,7 +147,8 @@ TEST(Cli, TaskRoundTrip) {
   const std::string id_text = std::to_string(id);
   EXPECT_EQ(task["state"], "scheduled");
   EXPECT_EQ(task["schedule"]["kind"], "cron");
-  EXPECT_EQ(task["schedule"]["timezone"], "Europe/Berlin");
+  EXPECT_EQ(task["schedule"]["tz"], "Europe/Berlin");
+  EXPECT_EQ(task["schedule"]["expr"], "0 3 * * *");
   EXPECT_EQ(task["payload"]["a"], 1);
   EXPECT_EQ(task["priority"], 5);
   EXPECT_FALSE(task["next_run_at"].is_null());
@@ -183,9 +184,12 @@ TEST(Cli, TaskRoundTrip) {
   ASSERT_EQ(run_sluice(with_schema({"task", "cancel", id_text}, schema)).code, 0);
   const json shown =
       parse_json(run_sluice(with_schema({"task", "show", id_text, "--json"}, schema)));
-  EXPECT_EQ(shown["task"]["state"], "cancelled");
-  EXPECT_TRUE(shown["task"]["next_run_at"].is_null());
-  EXPECT_TRUE(shown["runs"].is_array());
+  EXPECT_EQ(shown["state"], "cancelled");
+  EXPECT_TRUE(shown["next_run_at"].is_null());
+  EXPECT_EQ(shown["id"], id);
+  const json runs =
+      parse_json(run_sluice(with_schema({"task", "runs", id_text, "--json"}, schema)));
+  EXPECT_TRUE(runs.is_array()) << runs.dump();
 
   auto human = run_sluice(with_schema({"task", "show", id_text}, schema));
   ASSERT_EQ(human.code, 0) << human.err;
@@ -197,6 +201,42 @@ TEST(Cli, TaskRoundTrip) {
   auto missing_pause = run_sluice(with_schema({"task", "pause", "987654321"}, schema));
   EXPECT_EQ(missing_pause.code, 1);
   EXPECT_NE(missing_pause.err.find("task 987654321 not found"), std::string::npos);
+}
+
+TEST(Cli, TaskAddWithAUniqueKeyKeepsOrReplacesTheLiveTask) {
+  const scoped_schema schema("sluice_cli");
+  ASSERT_EQ(run_sluice(with_schema({"migrate"}, schema)).code, 0);
+  const std::vector<std::string> add = {"task", "add", "--type",       "mail",
+                                        "--at", "now", "--unique-key", "order:42"};
+  auto first_args = add;
+  first_args.insert(first_args.end(), {"--payload", R"({"v":1})", "--json"});
+  auto first = run_sluice(with_schema(first_args, schema));
+  ASSERT_EQ(first.code, 0) << first.err;
+  const json created = parse_json(first);
+  EXPECT_EQ(created["unique_key"], "order:42");
+  const std::string id_text = std::to_string(created["id"].get<std::int64_t>());
+
+  auto again = run_sluice(with_schema(add, schema));
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_NE(again.out.find("task " + id_text + " already holds unique key 'order:42'"),
+            std::string::npos)
+      << again.out;
+
+  auto replace_args = add;
+  replace_args.insert(replace_args.end(),
+                      {"--on-conflict", "replace", "--payload", R"({"v":2})", "--json"});
+  auto replaced = run_sluice(with_schema(replace_args, schema));
+  ASSERT_EQ(replaced.code, 0) << replaced.err;
+  const json t = parse_json(replaced);
+  EXPECT_EQ(t["id"], created["id"]);
+  EXPECT_EQ(t["payload"]["v"], 2);
+
+  auto bad_args = add;
+  bad_args.insert(bad_args.end(), {"--on-conflict", "merge"});
+  auto bad = run_sluice(with_schema(bad_args, schema));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("--on-conflict: 'merge' is not one of keep, replace"), std::string::npos)
+      << bad.err;
 }
 
 TEST(Cli, BadScheduleNamesTheField) {

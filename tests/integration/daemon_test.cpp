@@ -692,6 +692,20 @@ TEST_F(Daemon, HttpTasksAreSignedWithTheSecretFromTheEnvironment) {
   ASSERT_EQ(hooks.signatures().size(), 2U);
   EXPECT_EQ(hooks.signatures()[1],
             sched::http_signature(partner_secret, hooks.timestamps()[1], "p"));
+
+  // A name the configuration does not define is refused when the task is created, not at its
+  // first run; the name itself is not echoed (it might be a secret pasted by mistake).
+  const auto unknown =
+      post("/api/v1/tasks",
+           json{{"type", "http"},
+                {"payload", {{"url", hooks.url("/hook")}, {"signing_key", "partner_b"}}}}
+               .dump());
+  EXPECT_EQ(unknown.status, 400) << unknown.body;
+  EXPECT_NE(unknown.body.find("signing_key: [http_tasks.signing_keys] has no key of that name "
+                              "(defined: partner)"),
+            std::string::npos)
+      << unknown.body;
+  EXPECT_EQ(unknown.body.find("partner_b"), std::string::npos) << unknown.body;
 }
 
 TEST_F(Daemon, HttpTasksToLoopbackAndMetadataAreRefusedByDefault) {

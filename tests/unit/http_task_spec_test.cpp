@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "http/json.hpp"
 #include "http/task_spec_json.hpp"
 #include "sluice/sched/schedule.hpp"
 
@@ -174,12 +175,88 @@ TEST(HttpTaskSpec, RefusalsNameTheField) {
        "schedule.tz: expected a string"},
       {R"({"type":"t","schedule":{"kind":"cron","expr":"* * * * *","at":"x"}})",
        "unknown field 'schedule.at' for a cron schedule"},
+      {R"({"type":"t","schedule":{"kind":"cron","expr":"* * * * *","text":"cron:0 * * * *"}})",
+       "schedule.text: 'cron:0 * * * *' is not the schedule the other fields give"},
+      {R"({"type":"t","schedule":{"kind":"once","text":"every:5s"}})", "schedule.text:"},
+      {R"({"type":"t","schedule":{"kind":"once","text":"now"}})", "schedule.text:"},
+      {R"({"type":"t","schedule":{"kind":"once","text":5}})", "schedule.text: expected a string"},
+      {R"({"type":"t","unique_key":""})", "unique_key: must be 1-200"},
+      {R"({"type":"t","unique_key":7})", "unique_key: expected a string"},
+      {R"({"type":"t","unique_key":"a\u0000b"})", "unique_key: must not contain NUL"},
+      {R"({"type":"t","on_conflict":"merge"})", "on_conflict: 'merge' is not one of keep, replace"},
+      {R"({"type":"t","on_conflict":null})", "on_conflict: expected a string"},
+      {R"({"type":"t","stat":"paused"})", "unknown field 'stat'"},
   };
   for (const auto& c : cases) {
     const std::string message = refusal(c.body);
     EXPECT_NE(message.find(c.mentions), std::string::npos)
         << "body: " << c.body << "\nmessage: " << message
         << "\nexpected to mention: " << c.mentions;
+  }
+}
+
+TEST(HttpTaskSpec, UniqueKeyAndConflictMode) {
+  const auto keyed = http::task_spec_from_json(
+      std::string_view(R"({"type":"t","unique_key":"order:42","on_conflict":"replace"})"));
+  EXPECT_EQ(keyed.unique_key, "order:42");
+  EXPECT_EQ(keyed.on_conflict, sched::conflict_mode::replace);
+  const auto plain =
+      http::task_spec_from_json(std::string_view(R"({"type":"t","unique_key":null})"));
+  EXPECT_FALSE(plain.unique_key);
+  EXPECT_EQ(plain.on_conflict, sched::conflict_mode::keep);
+  EXPECT_EQ(refusal(R"({"type":"t","unique_key":")" + std::string(201, 'k') + "\"}"),
+            "unique_key: must be 1-200 characters");
+}
+
+// The task JSON the API and the CLI print (json_of) is a body POST takes: the fields a producer
+// sets come back into the spec, what the scheduler writes is ignored.
+TEST(HttpTaskSpec, TheTaskJsonIsABodyThatGivesTheSameSpec) {
+  const auto at = sched::parse_timestamp("2030-01-02T03:04:05.25Z");
+  for (const auto& when :
+       {sched::schedule::once(sched::time_point{}), sched::schedule::once(at),
+        sched::schedule::every(90s), sched::schedule::every(1h, at),
+        sched::schedule::cron("15 4 * * MON"), sched::schedule::cron("0 9 * * *", "Asia/Tokyo")}) {
+    sched::task t;
+    t.id = 7;
+    t.type = "report.daily";
+    t.name = "nightly";
+    t.unique_key = "report:eu";
+    t.payload = R"({"region": "eu", "n": [1, 2]})";
+    t.state = sched::task_state::retryable;
+    t.schedule_kind = std::string(when.kind_name());
+    t.schedule_spec = when.spec();
+    t.timezone = when.tz();
+    t.misfire_policy = "catch_up";
+    t.misfire_grace_s = 30;
+    t.catch_up_limit = 3;
+    t.next_run_at = at;
+    t.priority = 9;
+    t.attempt = 2;
+    t.max_attempts = 4;
+    t.backoff_base_ms = 20;
+    t.backoff_cap_ms = 900;
+    t.timeout_ms = 1500;
+    t.pause_after_failures = 2;
+    t.claim_token = 11;
+    t.claimed_by = "node-1";
+    t.last_error = "boom";
+    t.runs = 5;
+    const std::string text = http::dump(http::json_of(t));
+    const auto spec = http::task_spec_from_json(std::string_view(text));
+    EXPECT_EQ(spec.when, when) << text;
+    EXPECT_EQ(spec.type, t.type);
+    EXPECT_EQ(spec.name, t.name);
+    EXPECT_EQ(spec.unique_key, t.unique_key);
+    EXPECT_EQ(http::json::parse(spec.payload), http::json::parse(t.payload));
+    EXPECT_EQ(spec.priority, 9);
+    EXPECT_EQ(spec.max_attempts, 4);
+    EXPECT_EQ(spec.backoff_base, 20ms);
+    EXPECT_EQ(spec.backoff_cap, 900ms);
+    EXPECT_EQ(spec.timeout, 1500ms);
+    EXPECT_EQ(spec.misfire, sched::misfire_policy::catch_up);
+    EXPECT_EQ(spec.misfire_grace, 30s);
+    EXPECT_EQ(spec.catch_up_limit, 3);
+    EXPECT_EQ(spec.pause_after_failures, 2);
   }
 }
 

@@ -6,7 +6,8 @@
 //
 // Thread-safety: thread-safe (each call borrows its own connection).
 // Throws: pool::pool_timeout, pg::error on database failures; schedule_error on a bad spec;
-// conflict_error on a duplicate task name; schema_error on a schema this binary cannot use.
+// conflict_error on a duplicate task name or a unique_key whose task cannot be replaced now;
+// schema_error on a schema this binary cannot use.
 
 #include <chrono>
 #include <cstdint>
@@ -14,9 +15,11 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sluice/error.hpp"
+#include "sluice/pg/connection.hpp"
 #include "sluice/pool/pool.hpp"
 #include "sluice/sched/flow.hpp"
 #include "sluice/sched/task.hpp"
@@ -34,6 +37,37 @@ class conflict_error : public sluice::error {
 };
 
 enum class change_result { done, not_found, wrong_state };
+
+// What adding a task did. `existing` and `replaced` happen only to a task_spec with a unique_key
+// that a live task holds (task_spec::on_conflict keep and replace).
+enum class add_outcome { created, existing, replaced };
+[[nodiscard]] std::string_view to_string(add_outcome outcome) noexcept;  // "created", ...
+
+struct add_result {
+  std::int64_t id = 0;  // the new task, or the live task holding the unique_key
+  add_outcome outcome = add_outcome::created;
+  [[nodiscard]] bool created() const noexcept { return outcome == add_outcome::created; }
+};
+
+// Adds a task on a connection the application already holds, as part of its open transaction:
+// the task exists, and the nodes are woken (one NOTIFY at COMMIT), only when that transaction
+// commits; a rollback leaves nothing. On a connection outside a transaction it runs in a
+// transaction of its own. Validation, defaults and unique_key semantics are those of store::add
+// and of the SQL API's add_task (docs/producers.md). `schema` is sluice's schema on that
+// database; the connection's role must be allowed to write its tables (the role that ran
+// `sluice migrate` is; the SQL API's sluice_producer role is not: it calls add_task in SQL).
+// Under REPEATABLE READ or SERIALIZABLE a collision on a unique_key may fail with 40001 (retry
+// the transaction), as in SQL.
+// Throws schedule_error (a bad spec), conflict_error (a taken name, 23505; a unique_key whose
+// task is running while on_conflict is replace, 55000), std::invalid_argument (a bad schema
+// name), pg::error. The spec and the schema name are checked before any statement is sent, so
+// those refusals leave the caller's transaction usable; everything found by the server (the
+// conflicts, a payload that is not valid JSON) aborts it, as any failed statement does.
+// Thread-safety: as the connection's (one thread at a time).
+add_result add_task(pg::connection& conn, const task_spec& spec,
+                    const std::string& schema = "sluice");
+add_result add_task(pg::transaction& tx, const task_spec& spec,
+                    const std::string& schema = "sluice");
 
 struct migration_status {
   int current = 0;  // highest applied version (0: none)
@@ -111,6 +145,9 @@ class store {
   // or when `require_current` and migrations are missing.
   migration_status check_schema(bool require_current = true);
 
+  // Adds a task in a transaction of its own (see add_task above for what it does).
+  add_result add(const task_spec& spec);
+  // add(spec).id: the new task's id, or the id of the live task holding spec.unique_key.
   std::int64_t create(const task_spec& spec);
   [[nodiscard]] std::optional<task> get(std::int64_t id);
   [[nodiscard]] std::optional<task> get_by_name(const std::string& name);

@@ -35,6 +35,19 @@ enum class task_state {
 // Throws std::invalid_argument naming the bad value.
 [[nodiscard]] task_state parse_task_state(std::string_view text);
 
+// What add_task() does when a live task (scheduled, available, running, retryable or paused)
+// already holds the new task's unique_key: the semantics of the SQL API's add_task
+// (docs/producers.md).
+enum class conflict_mode {
+  keep,     // add nothing; the existing task is the answer
+  replace,  // replace the existing task's payload and schedule (refused while it is running)
+};
+
+// "keep", "replace".
+[[nodiscard]] std::string_view to_string(conflict_mode mode) noexcept;
+// Accepts those names. Throws schedule_error naming the bad value.
+[[nodiscard]] conflict_mode parse_conflict_mode(std::string_view text);
+
 // What to schedule. validate() throws schedule_error naming the bad field.
 struct task_spec {
   std::string type;                 // selects the handler: [A-Za-z0-9_.:-]{1,100}
@@ -51,6 +64,10 @@ struct task_spec {
   int catch_up_limit = 10;
   int pause_after_failures =
       0;  // recurring tasks: pause after N consecutive failed occurrences; 0 = never
+  // At most one live task holds a key at a time (1-200 bytes, no NUL); keys are global across
+  // types. nullopt: no deduplication.
+  std::optional<std::string> unique_key;
+  conflict_mode on_conflict = conflict_mode::keep;  // what a taken unique_key does
 
   void validate() const;
 };
@@ -87,6 +104,7 @@ struct task {
   std::int64_t runs = 0;
   time_point created_at;
   time_point updated_at;
+  std::optional<std::string> unique_key;
 
   // The parsed schedule (throws schedule_error if the row was edited into nonsense).
   [[nodiscard]] schedule parsed_schedule() const;

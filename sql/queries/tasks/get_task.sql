@@ -1,4 +1,6 @@
 SELECT
   -- @include task_columns
+  -- After row_to_task()'s columns: the store reads it, the engine (claim.sql) does not.
+  , unique_key
 FROM {s}.tasks
 WHERE id = $1;
