@@ -271,6 +271,95 @@ TEST_F(Producers, ATaskAddedInTheCallersTransactionExistsOnlyAfterCommitAndThenR
   EXPECT_EQ(env_->store().get(own.id)->timezone, "Europe/Berlin");
 }
 
+// ---- the SQL API's JSON form ----------------------------------------------------------------
+
+// The SQLSTATE and message of the error `statement` raises; empty when it succeeds.
+std::pair<std::string, std::string> error_of(pg::connection& c, const std::string& statement,
+                                             const std::string& arg) {
+  try {
+    c.query(statement, arg);
+  } catch (const pg::sql_error& e) {
+    return {e.sqlstate(), e.message()};
+  }
+  return {};
+}
+
+TEST_F(Producers, AddTasksTakesTheTaskJsonOfTheApi) {
+  sched::store& store = env_->store();
+  const auto at = sched::parse_timestamp("2030-01-02T03:04:05.25Z");
+  const std::vector<sched::schedule> schedules = {
+      sched::schedule::once(system_clock::time_point{}), sched::schedule::once(at),
+      sched::schedule::every(90s), sched::schedule::every(1h, at)};
+  json tasks = json::array();
+  std::vector<sched::task> originals;
+  for (std::size_t i = 0; i < schedules.size(); ++i) {
+    sched::task_spec spec = test::due_now("report.daily");
+    spec.when = schedules[i];
+    spec.payload = R"({"n": )" + std::to_string(i) + "}";
+    spec.priority = 9;
+    spec.max_attempts = 4;
+    spec.timeout = 1500ms;
+    spec.misfire = sched::misfire_policy::catch_up;
+    spec.unique_key = "json:" + std::to_string(i);
+    originals.push_back(*store.get(store.create(spec)));
+    ASSERT_EQ(store.cancel(originals.back().id), sched::change_result::done);  // frees the key
+    originals.back() = *store.get(originals.back().id);
+    tasks.push_back(http::json_of(originals.back()));  // read-only fields and all
+  }
+  const auto before = system_clock::now();
+  const auto res = env_->sql().query("SELECT unnest(" + env_->q("add_tasks") + "($1::jsonb))",
+                                     http::dump(tasks));
+  ASSERT_EQ(res.rows(), static_cast<int>(schedules.size()));
+  for (std::size_t i = 0; i < schedules.size(); ++i) {
+    const auto copy = store.get(res[static_cast<int>(i)].get<std::int64_t>(0));
+    ASSERT_TRUE(copy);
+    const sched::task& o = originals[i];
+    EXPECT_EQ(copy->parsed_schedule(), o.parsed_schedule()) << i;
+    EXPECT_EQ(copy->state, sched::task_state::scheduled) << "state is not the producer's to set";
+    EXPECT_EQ(copy->payload, o.payload);
+    EXPECT_EQ(copy->priority, 9);
+    EXPECT_EQ(copy->max_attempts, 4);
+    EXPECT_EQ(copy->timeout_ms, 1500);
+    EXPECT_EQ(copy->misfire_policy, "catch_up");
+    EXPECT_EQ(copy->unique_key, o.unique_key);
+  }
+  // The unanchored interval runs one period from now, as when the API adds it.
+  const auto unanchored = store.get(res[2].get<std::int64_t>(0));
+  EXPECT_GE(*unanchored->next_run_at, before + 90s - 1s);
+  EXPECT_EQ(unanchored->schedule_spec, "1m30s");
+
+  // The one-string forms, and refusals that name the field.
+  const std::string add = "SELECT " + env_->q("add_tasks") + "($1::jsonb)";
+  EXPECT_EQ(error_of(env_->sql(), add,
+                     R"([{"type":"t","schedule":"every:5m@2026-01-01T00:00:00Z"},)"
+                     R"({"type":"t","schedule":"once:2030-01-01T00:00:00Z"}])")
+                .first,
+            "");
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {R"([{"type":"t","schedule":{"kind":"once"},"run_at":"2030-01-01T00:00:00Z"}])",
+       "tasks[0]: schedule: give either schedule or run_at / every / cron"},
+      {R"([{"type":"t","schedule":{"kind":"once","at":"2030-01-01T00:00:00Z","text":"once:x"}}])",
+       "tasks[0]: schedule.text: 'once:x' is not the schedule the other fields give"},
+      {R"([{"type":"t","schedule":{"kind":"weekly"}}])",
+       "tasks[0]: schedule.kind: 'weekly' is not one of once, interval, cron"},
+      {R"([{"type":"t","schedule":{"kind":"once","every":"5s"}}])",
+       "tasks[0]: unknown field 'schedule.every' for a once schedule"},
+      {R"([{"type":"t","schedule":{"kind":"interval"}}])", "tasks[0]: schedule.every: required"},
+      {R"([{"type":"t","schedule":"sometimes"}])", "tasks[0]: schedule: 'sometimes' is not a"},
+      {R"([{"type":"t","schedule":{"kind":"once","at":"soon"}}])",
+       "tasks[0]: schedule.at: 'soon' is not a time"},
+      {R"([{"type":"t","stat":"paused"}])", "tasks[0]: unknown field 'stat'"},
+  };
+  for (const auto& [body, message] : refused) {
+    const auto [state, got] = error_of(env_->sql(), add, body);
+    EXPECT_EQ(state, "22023") << body << ": " << got;
+    EXPECT_EQ(got.substr(0, message.size()), message) << body;
+  }
+  const auto [cron_state, cron_message] =
+      error_of(env_->sql(), add, R"([{"type":"t","schedule":{"kind":"cron","expr":"* * * * *"}}])");
+  EXPECT_EQ(cron_state, "0A000") << cron_message;
+}
+
 // ---- HTTP ---------------------------------------------------------------------------------------
 
 class ProducersHttp : public Producers {

@@ -244,6 +244,12 @@ void undo_version_four(test::sched_env& env) {
 }
 
 // Back to version 4: the cycle log without its kind, b-tree history indexes, default storage.
+// Back from version 7 to 6: version 7 only replaces json_task_input() (CREATE OR REPLACE), which
+// applying it again restores.
+void undo_version_seven(test::sched_env& env) {
+  env.sql().exec("DELETE FROM " + env.q("schema_migrations") + " WHERE version = 7");
+}
+
 // Back from version 6 (flow control) to 5, as a version-5 database looks, except that
 // engine_claim is gone (version 6 replaces it; undo_version_five would drop it).
 void undo_version_six(test::sched_env& env) {
@@ -280,6 +286,7 @@ void undo_version_five(test::sched_env& env) {
 // engine drains what was pending, with stats equal to the history.
 TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
   test::sched_env env;
+  undo_version_seven(env);
   undo_version_six(env);
   undo_version_five(env);
   ASSERT_EQ(env.store().check_schema(false).current, 4);
@@ -294,7 +301,7 @@ TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
                  " (node, started_at, duration_ms, succeeded) VALUES ('old-node', now(), 1, 1)");
 
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{5, 6}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{5, 6, 7}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("cycles") + " WHERE kind = 'cycle'"), 1);
   // The access method comes from pg_class and pg_am, not from pg_indexes.indexdef: a filter on
@@ -339,13 +346,14 @@ TEST_F(SchedMigrate, VersionFiveUpgradesAPopulatedDatabase) {
 // equal the history.
 TEST_F(SchedMigrate, VersionSixUpgradesAPopulatedDatabase) {
   test::sched_env env;
+  undo_version_seven(env);
   undo_version_six(env);
   ASSERT_EQ(env.store().check_schema(false).current, 5);
   constexpr int pending = 200;
   for (int i = 0; i < pending; ++i)
     env.store().create(test::due_now("job"));
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{6}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{6, 7}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE has_dependents"), 0);
 
@@ -391,6 +399,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN incarnation");
   env.sql().exec("ALTER TABLE " + env.q("nodes") + " DROP COLUMN process_key");
   env.sql().exec("DELETE FROM " + env.q("schema_migrations") + " WHERE version = 3");
+  undo_version_seven(env);
   undo_version_six(env);
   undo_version_five(env);
   undo_version_four(env);
@@ -411,7 +420,7 @@ TEST_F(SchedMigrate, VersionThreeUpgradesAPopulatedDatabaseAndKeepsOldClaimsLive
                   claimed);
 
   const sched::migration_status st = env.store().migrate();
-  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4, 5, 6}));
+  EXPECT_EQ(st.applied_now, (std::vector<int>{3, 4, 5, 6, 7}));
   EXPECT_EQ(st.current, st.latest);
   EXPECT_EQ(env.scalar("SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'scheduled'"),
             pending);
