@@ -172,6 +172,14 @@ int liveness::heartbeat_once() {
     on_superseded(lease.conn());
     return 0;
   }
+  if (const auto lapsed = row.get<std::string>("lapsed"); !lapsed.empty()) {
+    log(log_level::warn, "scheduler",
+        "node " + settings_.node_id + "'s heartbeat came after its row had expired" +
+            (lapsed == "dead" ? " and the leader had declared it dead and rescued its tasks"
+                              : " (its tasks may have been rescued)") +
+            ": it hands back the tasks it had claimed but not started");
+    if (hooks_.lapsed) hooks_.lapsed(lapsed == "dead");
+  }
   const bool leader = row.get<int>("leader") == 1;
   const int rescued = row.get<int>("rescued");
   // Deadlines count from when the statement was sent, not when its answer arrived: its now()

@@ -52,6 +52,9 @@ class liveness {
     std::function<void(int)> rescued;                         // tasks rescued by this node, > 0
     std::function<void(std::optional<time_point>)> next_due;  // after each heartbeat
     std::function<void(const std::string&)> superseded;       // another process took the id over
+    // This node's row had expired before the heartbeat renewed it (`dead`: the leader had marked
+    // it dead, so its claims were rescued; else they may have been).
+    std::function<void(bool dead)> lapsed;
     std::function<void(bool)> leadership;  // this node became or stopped being leader
   };
 

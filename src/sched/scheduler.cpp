@@ -426,6 +426,25 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
               }
               if (settings_.on_superseded) settings_.on_superseded(message);
             },
+        // Claimed but not started: back to the queue (a release is fenced, so one that was
+        // rescued meanwhile is refused and stays with its new owner). Running handlers of a node
+        // declared dead are cancelled: their tasks run elsewhere now, and their outcome would be
+        // refused anyway.
+        .lapsed =
+            [this](bool dead) {
+              std::vector<std::shared_ptr<running_task>> to_cancel;
+              {
+                const std::scoped_lock lock(mutex_);
+                release_queued_locked();
+                if (dead) {
+                  for (auto& rt : running_)
+                    if (!rt->abandoned && !rt->cancel_sent) to_cancel.push_back(rt);
+                }
+                wake_locked();
+              }
+              for (auto& rt : to_cancel)
+                rt->token.cancel();
+            },
         .leadership =
             [this](bool leader) {
               const std::scoped_lock lock(mutex_);

@@ -5,11 +5,13 @@
 // wait for its own next regular heartbeat.
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -286,6 +288,57 @@ TEST_F(SchedMultiNode, AFollowerTakesTheLeaseAsSoonAsTheDeadLeadersLeaseExpires)
   EXPECT_EQ(env.store().leader(), std::optional<std::string>(follower.node_id()));
   EXPECT_EQ(follower.status().rescued, static_cast<std::uint64_t>(count));
   follower.stop();
+}
+
+// A node stopped (SIGSTOP) for longer than its expiry, with tasks claimed and queued: the leader
+// rescues them and another node runs them. When the stopped node resumes, its first heartbeat
+// finds that its row had lapsed and hands its queue back, so it does not run the rescued tasks a
+// second time (their outcome would be refused, but a handler's side effects would happen twice).
+// At most what its workers held, plus what they took in the moment before that heartbeat, runs
+// stale.
+TEST_F(SchedMultiNode, ANodeResumedAfterItsTasksWereRescuedDoesNotRunItsStaleQueue) {
+  test::sched_env env;
+  const std::string stopped_id = "stopped-" + test::unique_suffix();
+  std::vector<std::string> args = node_args(env, stopped_id, "sleep:500", "stale", 2);
+  for (const char* extra : {"--heartbeat-ms", "300", "--node-expiry-ms", "1000"})
+    args.emplace_back(extra);
+  test::node_process stopped(SLUICE_TEST_NODE, args);
+  constexpr int count = 40;
+  for (int i = 0; i < count; ++i)
+    env.store().create(test::due_now("stale"));
+  const std::string held =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'running' AND claimed_by = $1";
+  // Two run, the rest wait in its queue (prefetch).
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(held, stopped_id) >= 8; }, 10s));
+  const auto claimed = env.scalar(held, stopped_id);
+  ASSERT_EQ(::kill(stopped.pid(), SIGSTOP), 0);
+
+  sched::scheduler_settings s = env.settings();
+  s.heartbeat_interval = 300ms;
+  s.node_expiry = 1s;
+  sched::scheduler rescuer(s, env.lane());
+  rescuer.handle("stale", [](sched::task_context&) { return sched::handler_result::success(); });
+  rescuer.start();
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(held, stopped_id) == 0; }, 20s));
+  ASSERT_EQ(::kill(stopped.pid(), SIGCONT), 0);
+  const std::string succeeded =
+      "SELECT count(*) FROM " + env.q("tasks") + " WHERE state = 'succeeded'";
+  ASSERT_TRUE(test::eventually([&] { return env.scalar(succeeded) == count; }, 30s, 50ms));
+  // Three seconds of the resumed node: with its stale queue it would run two tasks each 500 ms.
+  std::this_thread::sleep_for(3s);
+  EXPECT_EQ(stopped.terminate(10s), 0);
+  rescuer.stop();
+  const auto fenced = env.scalar(
+      "SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'fenced' AND node = $1",
+      stopped_id);
+  std::printf(
+      "[ info     ] %lld claimed by the stopped node, %lld of them run stale after it"
+      " resumed\n",
+      static_cast<long long>(claimed), static_cast<long long>(fenced));
+  EXPECT_LE(fenced, 6) << "the resumed node ran the queue that was rescued while it was stopped";
+  EXPECT_EQ(
+      env.scalar("SELECT count(*) FROM " + env.q("task_runs") + " WHERE outcome = 'succeeded'"),
+      count);
 }
 
 }  // namespace

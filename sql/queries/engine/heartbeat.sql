@@ -8,7 +8,14 @@
 -- when this one would expire without asking the database; it returns the other live nodes with
 -- the time each has left, the leader and its lease, and when the next task of this node's types
 -- is due (the safety net for a notification that never arrived).
-WITH me AS (
+WITH was AS (
+  -- This node's row as this statement's snapshot sees it, before `me` renews it: a row that had
+  -- expired (a process stopped or cut off for longer than node_expiry) may have lost its claims
+  -- to a rescue, and one marked dead has.
+  SELECT state, expires_at < now() AS expired
+  FROM {s}.nodes
+  WHERE id = $1 AND incarnation = $9
+), me AS (
   INSERT INTO {s}.nodes (id, host, pid, version, heartbeat_at, expires_at, connection_budget,
                          state, incarnation, process_key)
   VALUES ($1, $2, $3, $4, now(), now() + $5 * interval '1 millisecond', $6, $7, $9, $10)
@@ -82,6 +89,8 @@ WITH me AS (
   HAVING count(*) > 0
 )
 SELECT (SELECT count(*) FROM lead)::int AS leader,
+       coalesce((SELECT CASE WHEN state = 'dead' THEN 'dead' WHEN expired THEN 'expired' END
+                 FROM was), '') AS lapsed,
        (SELECT count(*) FROM rescued)::int AS rescued,
        (SELECT count(*) FROM dead)::int AS dead,
        (SELECT count(*) FROM me)::int AS registered,
