@@ -147,6 +147,33 @@ void check_http(const section& http, const http_config& hc) {
   }
 }
 
+void read_flow(const loader& ctx, section& root, daemon_config& cfg) {
+  if (root.node("flow") == nullptr) return;
+  section flow = root.table("flow");
+  flow.accept_all();
+  std::vector<flow_config> out;
+  for (const auto& [type, node] : flow.entries()) {
+    if (!node->is_table()) {
+      flow.fail(type, "expected a table ([flow." + type + "]) with max_running and/or rate, got " +
+                          std::string(type_name(*node)));
+    }
+    if (!valid_task_type(type)) flow.fail(type, task_type_rule);
+    section t(ctx, node->as_table(), "flow." + type);
+    flow_config f;
+    f.type = type;
+    read_keys(t, flow_keys(), f);
+    if (!f.max_running && !f.rate) t.fail("max_running", "set max_running, rate, or both");
+    if (f.rate && f.rate_period.count() == 0) t.fail("rate", "needs rate_period");
+    if (!f.rate && f.rate_period.count() != 0) t.fail("rate_period", "is set without a rate");
+    t.finish();
+    out.push_back(std::move(f));
+  }
+  flow.finish();
+  std::sort(out.begin(), out.end(),
+            [](const flow_config& a, const flow_config& b) { return a.type < b.type; });
+  cfg.flow = std::move(out);
+}
+
 void read_types(const loader& ctx, section& root, daemon_config& cfg) {
   section types = root.table("types");
   types.accept_all();
@@ -280,6 +307,7 @@ daemon_config parse_text(std::string_view text, std::string source,
   sch.finish();
 
   read_types(ctx, root, cfg);
+  read_flow(ctx, root, cfg);
 
   section http = root.table("http");
   read_keys(http, http_keys(), cfg.http);
@@ -488,6 +516,12 @@ std::string daemon_config::to_json_redacted() const {
   for (const auto& t : types)
     types_json[t.name] = show_keys(config_detail::type_keys(), t, true);
   j["types"] = std::move(types_json);
+  if (flow) {
+    json flow_json = json::object();
+    for (const auto& f : *flow)
+      flow_json[f.type] = show_keys(config_detail::flow_keys(), f);
+    j["flow"] = std::move(flow_json);
+  }
   j["log"] = show_keys(config_detail::log_keys(), log);
 
   int pool_connections = 0;
@@ -502,6 +536,24 @@ std::string daemon_config::to_json_redacted() const {
        database.connection_budget ? json(*database.connection_budget) : json(nullptr)},
   };
   return j.dump(2);
+}
+
+sched::flow_limit flow_config::limit() const {
+  sched::flow_limit l;
+  l.max_running = max_running;
+  l.rate = rate;
+  l.rate_period = rate_period;
+  l.key = key;
+  return l;
+}
+
+std::map<std::string, sched::flow_limit> daemon_config::flow_limits() const {
+  std::map<std::string, sched::flow_limit> out;
+  if (flow) {
+    for (const auto& f : *flow)
+      out.emplace(f.type, f.limit());
+  }
+  return out;
 }
 
 bool reloadable(std::string_view key) {

@@ -23,6 +23,7 @@
 #include "sluice/log.hpp"
 #include "sluice/pool/manager.hpp"
 #include "sluice/pool/settings.hpp"
+#include "sluice/sched/flow.hpp"
 #include "sluice/sched/handlers.hpp"
 #include "sluice/sched/scheduler.hpp"
 
@@ -154,6 +155,17 @@ struct task_type_alias {
   task_defaults defaults;
 };
 
+// [flow.TYPE]: a fleet-wide limit of a task type, enforced in the database for every node
+// (docs/flow-control.md).
+struct flow_config {
+  std::string type;  // set before the keys are read
+  std::optional<int> max_running;
+  std::optional<int> rate;
+  std::chrono::milliseconds rate_period{0};
+  std::string key;
+  [[nodiscard]] sched::flow_limit limit() const;
+};
+
 struct log_config {
   log_format format = log_format::text;
   log_level level = log_level::info;
@@ -173,6 +185,11 @@ struct daemon_config {
   commands_config commands;
   http_tasks_config http_tasks;
   std::vector<task_type_alias> types;  // [types.NAME], sorted by name
+  // [flow.TYPE], sorted by type. Unset when the file has no [flow] table: the limits in the
+  // database are then left as they are (a node without the section does not lift the fleet's
+  // limits); an empty [flow] table removes them all.
+  std::optional<std::vector<flow_config>> flow;
+  [[nodiscard]] std::map<std::string, sched::flow_limit> flow_limits() const;
   log_config log;
   std::vector<std::string> environment_applied;  // the variables that changed something, sorted
 

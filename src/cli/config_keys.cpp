@@ -841,6 +841,35 @@ std::vector<key<log_config>> log_table() {
 }
 
 // Built once, on first use, and read from any thread after.
+std::vector<key<flow_config>> flow_table() {
+  using F = flow_config;
+  std::vector<key<F>> k;
+  k.push_back(whole<F>("max_running", &F::max_running, 1, 1'000'000'000)
+                  .default_is("unset")
+                  .reloadable()
+                  .describe("At most this many tasks of the type run at once, over all nodes."));
+  k.push_back(whole<F>("rate", &F::rate, 1, 1'000'000'000)
+                  .default_is("unset")
+                  .reloadable()
+                  .describe("At most this many start in any window of `rate_period`, over all "
+                            "nodes."));
+  k.push_back(duration<F>("rate_period", &F::rate_period, 1s, std::chrono::hours(24))
+                  .default_is("unset")
+                  .reloadable()
+                  .describe("The rate's window (1s to 1d; required with `rate`)."));
+  k.push_back(text<F>("key", &F::key, "a payload field name, ≤ 200",
+                      [](const std::string& v) -> std::optional<std::string> {
+                        if (v.empty() || v.size() > 200)
+                          return "expected a payload field name of 1 to 200 characters";
+                        return std::nullopt;
+                      })
+                  .default_is("unset: per type")
+                  .reloadable()
+                  .describe("Count the limits per value of this payload field (one running "
+                            "analysis per customer)."));
+  return k;
+}
+
 struct key_tables {
   std::vector<key<database_config>> database = database_table();
   std::vector<key<pool::settings>> pool = pool_table();
@@ -850,6 +879,7 @@ struct key_tables {
   std::vector<key<http_tasks_config>> http_tasks = http_tasks_table();
   std::vector<key<task_type_alias>> type = type_table();
   std::vector<key<log_config>> log = log_table();
+  std::vector<key<flow_config>> flow = flow_table();
 };
 
 const key_tables& tables() {
@@ -882,6 +912,9 @@ const std::vector<key<task_type_alias>>& type_keys() {
 }
 const std::vector<key<log_config>>& log_keys() {
   return tables().log;
+}
+const std::vector<key<flow_config>>& flow_keys() {
+  return tables().flow;
 }
 
 pool::settings pool_defaults(const database_config& db, std::string name) {
@@ -962,6 +995,7 @@ std::string reference_markdown() {
   reference_rows(out, "http_tasks", http_tasks_keys(), http_tasks_config{});
   reference_rows(out, "commands", commands_keys(), commands_config{});
   reference_rows(out, "types.NAME", type_keys(), task_type_alias{});
+  reference_rows(out, "flow.TYPE", flow_keys(), flow_config{});
   reference_rows(out, "log", log_keys(), log_config{});
   return out;
 }
@@ -988,6 +1022,7 @@ const key_doc* find_key(std::string_view dotted) {
   if (table == "commands" && n == 2) return find_in(commands_keys(), parts[1]);
   if (table == "types" && n == 3) return find_in(type_keys(), parts[2]);
   if (table == "log" && n == 2) return find_in(log_keys(), parts[1]);
+  if (table == "flow" && n == 3) return find_in(flow_keys(), parts[2]);
   return nullptr;
 }
 

@@ -81,6 +81,8 @@ const std::vector<key<http_tasks_config>>& http_tasks_keys();
 // [types.NAME]; the alias's name is set before they are read.
 const std::vector<key<task_type_alias>>& type_keys();
 const std::vector<key<log_config>>& log_keys();
+// [flow.TYPE]; the type is set before they are read.
+const std::vector<key<flow_config>>& flow_keys();
 
 // The defaults of a pool before its table is read: what [database] passes on.
 pool::settings pool_defaults(const database_config& db, std::string name);

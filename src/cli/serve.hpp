@@ -136,7 +136,7 @@ class command_settings {
 // configuration table marks reloadable); logs the rest as needing a restart. A file that no
 // longer loads leaves `running` as it is.
 void reload(const serve_options& opt, daemon_config& running, daemon_log& log,
-            command_settings& commands);
+            command_settings& commands, sched::store& store);
 
 // ---- serve_banner.cpp -----------------------------------------------------------------------
 

@@ -183,8 +183,8 @@ std::vector<std::string> changed_keys(const daemon_config& before, const daemon_
   const auto a = nlohmann::json::parse(after.to_json_redacted());
   std::vector<std::string> out;
   // Derived or descriptive entries, not settings: the budget follows from the pools.
-  for (const char* section :
-       {"database", "pools", "scheduler", "http", "commands", "http_tasks", "types", "log"}) {
+  for (const char* section : {"database", "pools", "scheduler", "http", "commands", "http_tasks",
+                              "types", "flow", "log"}) {
     const nlohmann::json none;
     collect_changes(b.contains(section) ? b[section] : none,
                     a.contains(section) ? a[section] : none, section, out);
@@ -208,7 +208,7 @@ std::vector<std::string> changed_keys(const daemon_config& before, const daemon_
 
 // Applies a reloaded configuration: what can change now changes, the rest is named.
 void reload(const serve_options& opt, daemon_config& running, daemon_log& log,
-            command_settings& commands) {
+            command_settings& commands, sched::store& store) {
   daemon_config next;
   try {
     next = load_config(opt.config_file, process_environment());
@@ -224,7 +224,13 @@ void reload(const serve_options& opt, daemon_config& running, daemon_log& log,
   std::vector<std::string> applied;
   std::vector<std::string> restart;
   bool commands_changed = false;
+  bool flow_changed = false;
   for (const auto& key : changes) {
+    // [flow.TYPE] added or removed, or a key of it changed: the limits are written again.
+    if (key == "flow" || key.rfind("flow.", 0) == 0) {
+      flow_changed = true;
+      continue;
+    }
     if (!reloadable(key)) {
       restart.push_back(key);
       continue;
@@ -251,6 +257,21 @@ void reload(const serve_options& opt, daemon_config& running, daemon_log& log,
   if (commands_changed) {
     running.commands = next.commands;
     commands.set(running.commands);
+  }
+  if (flow_changed) {
+    if (!next.flow) {
+      applied.push_back("flow (the [flow] table is gone: the limits in the database stay)");
+      running.flow = next.flow;
+    } else {
+      try {
+        store.set_flow_limits(next.flow_limits());
+        running.flow = next.flow;
+        applied.push_back("flow (" + std::to_string(next.flow->size()) + " limited types)");
+      } catch (const std::exception& e) {
+        log.error(std::string("reload: the flow limits could not be written, the old ones stay: ") +
+                  e.what());
+      }
+    }
   }
   std::string line = "reloaded " + opt.config_file + ": ";
   line += applied.empty() ? "nothing applied" : "applied " + join(applied);

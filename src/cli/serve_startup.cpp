@@ -339,6 +339,12 @@ int serve(const serve_options& opt) {
       }
     }
 
+    // The fleet's flow limits, when this file has a [flow] table (docs/flow-control.md).
+    if (cfg.flow) {
+      d.store->set_flow_limits(cfg.flow_limits());
+      log.info("flow limits written: " + std::to_string(cfg.flow->size()) + " limited types");
+    }
+
     // Step 6: the scheduler and its handlers; the node id is known from here on.
     sched::scheduler_settings ss = cfg.scheduler_settings();
     // Another process took this node id over: its claims are gone, so this one drains and exits
@@ -367,7 +373,7 @@ int serve(const serve_options& opt) {
   // Only this thread reads `cfg` from here on; the API's payload check has its own copies and
   // reads the command policy through `commands`.
   while (signals.wait() == signal_watcher::event::reload)
-    reload(opt, cfg, log, *commands);
+    reload(opt, cfg, log, *commands, *d.store);
 
   drain(d, opt, log);
   if (superseded) {

@@ -973,6 +973,34 @@ TEST_F(Daemon, SighupAppliesWhatItCanAndNamesTheRest) {
   EXPECT_EQ(daemon_->stop(), 0);
 }
 
+// [flow.TYPE] is written to the database at start and again on SIGHUP (the limits are the
+// fleet's, in flow_limits); a reload without the [flow] table leaves them as they are.
+TEST_F(Daemon, FlowLimitsAreWrittenAtStartAndOnSighup) {
+  knobs k;
+  k.extra = "[flow.sql]\nmax_running = 2\n";
+  start(k);
+  EXPECT_EQ(scalar("SELECT count(*) FROM sluice.flow_limits WHERE type = 'sql' AND max_running = 2"
+                   " AND rate_limit IS NULL"),
+            1);
+  knobs changed = k;
+  changed.extra = "[flow.sql]\nmax_running = 5\n[flow.http]\nrate = 30\nrate_period = \"1m\"\n";
+  daemon_->write_config(config_toml(changed));
+  daemon_->send_signal(SIGHUP);
+  ASSERT_TRUE(daemon_->wait_for_log("flow (2 limited types)", 10s)) << daemon_->log();
+  EXPECT_EQ(
+      scalar("SELECT count(*) FROM sluice.flow_limits WHERE type = 'sql' AND max_running = 5"), 1);
+  EXPECT_EQ(scalar("SELECT count(*) FROM sluice.flow_limits WHERE type = 'http' AND rate_limit = 30"
+                   " AND rate_period_ms = 60000"),
+            1);
+  knobs without = k;
+  without.extra.clear();
+  daemon_->write_config(config_toml(without));
+  daemon_->send_signal(SIGHUP);
+  ASSERT_TRUE(daemon_->wait_for_log("the limits in the database stay", 10s)) << daemon_->log();
+  EXPECT_EQ(scalar("SELECT count(*) FROM sluice.flow_limits"), 2);
+  EXPECT_EQ(daemon_->stop(), 0);
+}
+
 // ---- start-up failures --------------------------------------------------------------------------
 
 TEST_F(Daemon, BadConfigurationExitsNamingTheKey) {

@@ -57,6 +57,7 @@ std::set<std::string> declared_keys() {
   add_keys(out, "http_tasks", detail::http_tasks_keys());
   add_keys(out, "commands", detail::commands_keys());
   add_keys(out, "types.NAME", detail::type_keys());
+  add_keys(out, "flow.TYPE", detail::flow_keys());
   add_keys(out, "log", detail::log_keys());
   return out;
 }

@@ -940,3 +940,26 @@ TEST(Config, HttpTasksAllowNetworksAndSigningSecret) {
               {{"S", "short"}});
   parse_error("[http_tasks.signing_keys]\n\"a b\" = \"S\"\n", "key names are 1 to 64");
 }
+
+TEST(Config, FlowTablesAreReadAndChecked) {
+  const auto cfg = parse(
+      "[flow.website_analysis]\nmax_running = 3\nkey = \"customer\"\n"
+      "[flow.oauth_token_check]\nrate = 30\nrate_period = \"1m\"\n");
+  ASSERT_TRUE(cfg.flow);
+  const auto limits = cfg.flow_limits();
+  ASSERT_EQ(limits.size(), 2U);
+  EXPECT_EQ(limits.at("website_analysis"), sluice::sched::flow_limit::running(3, "customer"));
+  EXPECT_EQ(limits.at("oauth_token_check"), sluice::sched::flow_limit::starts(30, 1min));
+  EXPECT_FALSE(parse("[scheduler]\nworkers = 4\n").flow)
+      << "no [flow] table: the database's limits are left alone";
+  ASSERT_TRUE(parse("[flow]\n").flow);
+  EXPECT_TRUE(parse("[flow]\n").flow->empty());
+  parse_error("[flow.x]\nkey = \"customer\"\n", "set max_running, rate, or both");
+  parse_error("[flow.x]\nrate = 5\n", "needs rate_period");
+  parse_error("[flow.x]\nmax_running = 2\nrate_period = \"1m\"\n", "without a rate");
+  parse_error("[flow.x]\nmax_running = 0\n", "flow.x.max_running");
+  parse_error("[flow.x]\nrate = 5\nrate_period = \"100ms\"\n", "flow.x.rate_period");
+  parse_error("[flow.x]\nmax_running = 2\nmax_runing = 2\n", "max_runing");
+  parse_error("[flow.\"bad type\"]\nmax_running = 2\n", "flow.bad type");
+  parse_error("[flow]\nx = 3\n", "expected a table ([flow.x])");
+}
