@@ -300,6 +300,27 @@ void cluster_metrics(exposition_writer& w, const metrics_snapshot& m) {
     for (const auto& q : *m.queues)
       w.sample("sluice_queue_lag_seconds", {{"type", q.type}}, q.lag_s);
   }
+  if (m.flow) {
+    w.family("sluice_flow_running", "gauge",
+             "Running tasks of a flow-limited type, over all nodes.");
+    for (const auto& f : *m.flow)
+      w.sample("sluice_flow_running", {{"type", f.type}}, f.running);
+    w.family("sluice_flow_max_running", "gauge",
+             "The fleet-wide limit on running tasks of the type (per key when it has one).");
+    for (const auto& f : *m.flow)
+      if (f.limit.max_running)
+        w.sample("sluice_flow_max_running", {{"type", f.type}}, *f.limit.max_running);
+    w.family("sluice_flow_window_starts", "gauge",
+             "Starts of a rate-limited type that its current rate window counts.");
+    for (const auto& f : *m.flow)
+      if (f.limit.rate)
+        w.sample("sluice_flow_window_starts", {{"type", f.type}}, f.started_in_window);
+    w.family("sluice_flow_rate_limit", "gauge",
+             "The fleet-wide rate limit of the type: starts per rate window (per key when it has "
+             "one).");
+    for (const auto& f : *m.flow)
+      if (f.limit.rate) w.sample("sluice_flow_rate_limit", {{"type", f.type}}, *f.limit.rate);
+  }
   if (m.nodes) {
     int alive = 0;
     for (const auto& n : *m.nodes)

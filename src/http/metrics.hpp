@@ -37,6 +37,7 @@ struct metrics_snapshot {
   std::optional<sched::cumulative_stats> stats;
   std::optional<std::vector<sched::queue_depth>> queues;
   std::optional<std::vector<sched::node_info>> nodes;
+  std::optional<std::vector<sched::flow_usage>> flow;  // the flow-limited types
   // The newest pool_history sample, for the server's connection counts.
   std::optional<history_sample> server;
   // The HTTP transport's connection and request counters, and its connection cap.

@@ -510,13 +510,24 @@ struct server::impl {
       json queues = json::array();
       for (const auto& q : a.store.queues())
         queues.push_back(json_of(q));
+      json flow = json::array();
+      for (const auto& f : a.store.flow_usages()) {
+        json l = {{"type", f.type}, {"running", f.running}};
+        l["max_running"] = f.limit.max_running ? json(*f.limit.max_running) : json(nullptr);
+        l["rate"] = f.limit.rate ? json(*f.limit.rate) : json(nullptr);
+        l["rate_period_ms"] = f.limit.rate ? json(f.limit.rate_period.count()) : json(nullptr);
+        l["started_in_window"] = f.started_in_window;
+        l["key"] = f.limit.key.empty() ? json(nullptr) : json(f.limit.key);
+        flow.push_back(std::move(l));
+      }
       const auto leader = a.store.leader();
       send_json(res, 200,
                 {{"node", std::move(node)},
                  {"stats", json_of(a.store.stats())},
                  {"nodes", std::move(nodes)},
                  {"leader", leader ? json(*leader) : json(nullptr)},
-                 {"queues", std::move(queues)}});
+                 {"queues", std::move(queues)},
+                 {"flow", std::move(flow)}});
     });
     add("/api/v1/cycles", "GET",
         [this](const request& req, response& res, const route_args&) {
@@ -605,11 +616,13 @@ struct server::impl {
         m.stats = a.store.stats();
         m.queues = a.store.queues();
         m.nodes = a.store.nodes();
+        m.flow = a.store.flow_usages();
         m.database_ok = true;
       } catch (const std::exception& e) {
         m.stats.reset();
         m.queues.reset();
         m.nodes.reset();
+        m.flow.reset();
         log(log_level::warn, "http", std::string("/metrics could not read the store: ") + e.what());
       }
     }

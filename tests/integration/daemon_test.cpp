@@ -992,6 +992,10 @@ TEST_F(Daemon, FlowLimitsAreWrittenAtStartAndOnSighup) {
   EXPECT_EQ(scalar("SELECT count(*) FROM sluice.flow_limits WHERE type = 'http' AND rate_limit = 30"
                    " AND rate_period_ms = 60000"),
             1);
+  const auto metrics = get("/metrics");
+  EXPECT_NE(metrics.body.find("sluice_flow_max_running{type=\"sql\"} 5"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("sluice_flow_rate_limit{type=\"http\"} 30"), std::string::npos);
   knobs without = k;
   without.extra.clear();
   daemon_->write_config(config_toml(without));
