@@ -230,21 +230,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       started_at_ = steady_clock::now();
       current_poll_ = settings_.poll_interval;
     }
-    auto self = shared_from_this();
-    // Its counters use a stats shard of their own, so the claimer's and the completer's
-    // statements never wait for each other's row locks.
-    completer_ = std::make_unique<detail::completer>(
-        lane_,
-        detail::completer::settings{.schema = settings_.schema,
-                                    .node_id = settings_.node_id,
-                                    .stats_shard = shard_ + 16,
-                                    .retry_interval = settings_.poll_interval},
-        [this](const detail::completion_report& r) { on_completion(r); });
-    completer_->start();
-    for (int i = 0; i < settings_.workers; ++i)
-      workers_.emplace_back([self] { self->worker_loop(); });
-    cycle_thread_ = std::thread([self] { self->cycle_loop(); });
-    liveness_->start();
+    // Before any thread of the engine starts: the claimer reads listener_ (delivering()).
     if (settings_.listen) {
       listener_ = std::make_unique<detail::listener>(
           lane_,
@@ -263,6 +249,21 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
                                   milliseconds expiry) { liveness_->heard(node, expiry); }});
       listener_->start();
     }
+    auto self = shared_from_this();
+    // Its counters use a stats shard of their own, so the claimer's and the completer's
+    // statements never wait for each other's row locks.
+    completer_ = std::make_unique<detail::completer>(
+        lane_,
+        detail::completer::settings{.schema = settings_.schema,
+                                    .node_id = settings_.node_id,
+                                    .stats_shard = shard_ + 16,
+                                    .retry_interval = settings_.poll_interval},
+        [this](const detail::completion_report& r) { on_completion(r); });
+    completer_->start();
+    for (int i = 0; i < settings_.workers; ++i)
+      workers_.emplace_back([self] { self->worker_loop(); });
+    cycle_thread_ = std::thread([self] { self->cycle_loop(); });
+    liveness_->start();
     log(log_level::info, "scheduler",
         "node " + settings_.node_id + " started with " + std::to_string(settings_.workers) +
             " workers for " + std::to_string(types_.size()) + " task types");
