@@ -85,8 +85,7 @@ TEST_F(PgMultiHost, AHostThatNeverAnswersIsLeftForTheNextOne) {
   ASSERT_GT(silent.port(), 0);
   pg::connection c = open(then_server(silent.port(), " target_session_attrs=read-write"));
   EXPECT_EQ(c.exec("SELECT inet_server_port()").one<int>(), port_);
-  EXPECT_NE(c.describe().find("port=" + std::to_string(port_)), std::string::npos)
-      << c.describe();
+  EXPECT_NE(c.describe().find("port=" + std::to_string(port_)), std::string::npos) << c.describe();
 }
 
 TEST_F(PgMultiHost, ARefusingHostIsLeftAtOnce) {
