@@ -555,6 +555,8 @@ struct server::impl {
         {"type", "name", "state", "limit", "before"});
     add("/api/v1/tasks", "POST",
         [this](const request& req, response& res, const route_args&) { create(req, res); });
+    add("/api/v1/graphs", "POST",
+        [this](const request& req, response& res, const route_args&) { create_graph(req, res); });
     add("/api/v1/tasks/{id}", "GET", [this](const request&, response& res, const route_args& m) {
       const auto id = path_id(m);
       const auto t = a.store.get(id);
@@ -667,6 +669,94 @@ struct server::impl {
     res.set_header("Location", "/api/v1/tasks/" + std::to_string(added.id));
     res.set_header("Sluice-Task-Outcome", std::string(sched::to_string(added.outcome)));
     send_json(res, added.created() ? 201 : 200, t ? json_of(*t) : json{{"id", added.id}});
+  }
+
+  // POST /api/v1/graphs: {"tasks": [{"ref": "a", "after": ["b"], "after_ids": [17],
+  // "on_dependency_failure": "cancel" | "run", ...the task JSON of POST /api/v1/tasks}]}, added in
+  // one transaction (docs/flow-control.md). 201 {"tasks": {"<ref>": <id>, ...}}; a bad task, an
+  // unknown ref or id, or a cycle is a 400 naming it, and nothing is added.
+  void create_graph(const request& req, response& res) {
+    const json body = parse_json_body(req.body);
+    if (!body.is_object() || !body.contains("tasks") || !body["tasks"].is_array()) {
+      throw api_error(error_code::bad_request, "expected an object {\"tasks\": [...]}");
+    }
+    for (const auto& [key, value] : body.items()) {
+      if (key != "tasks")
+        throw api_error(error_code::bad_request, "unknown field '" + key + "' (known: tasks)");
+    }
+    const auto& items = body["tasks"];
+    if (items.empty() || items.size() > 10000) {
+      throw api_error(error_code::bad_request, "tasks: 1 to 10000 tasks per graph");
+    }
+    std::vector<sched::graph_task> graph;
+    graph.reserve(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const std::string at = "tasks[" + std::to_string(i) + "]: ";
+      if (!items[i].is_object())
+        throw api_error(error_code::bad_request, at + "expected an object");
+      json t = items[i];
+      const auto take = [&t](const char* key) {
+        json v;
+        if (t.contains(key)) {
+          v = t[key];
+          t.erase(key);
+        }
+        return v;
+      };
+      sched::graph_task g;
+      const json ref = take("ref");
+      if (!ref.is_string()) throw api_error(error_code::bad_request, at + "ref: expected a string");
+      g.ref = ref.get<std::string>();
+      const json after = take("after");
+      if (!after.is_null()) {
+        if (!after.is_array())
+          throw api_error(error_code::bad_request, at + "after: expected an array of refs");
+        for (const auto& r : after) {
+          if (!r.is_string())
+            throw api_error(error_code::bad_request, at + "after: expected an array of refs");
+          g.after.push_back(r.get<std::string>());
+        }
+      }
+      const json after_ids = take("after_ids");
+      if (!after_ids.is_null()) {
+        if (!after_ids.is_array())
+          throw api_error(error_code::bad_request, at + "after_ids: expected an array of ids");
+        for (const auto& id : after_ids) {
+          if (!id.is_number_integer() || id.get<std::int64_t>() < 1)
+            throw api_error(error_code::bad_request,
+                            at + "after_ids: expected an array of positive task ids");
+          g.after_ids.push_back(id.get<std::int64_t>());
+        }
+      }
+      const json policy = take("on_dependency_failure");
+      try {
+        if (!policy.is_null()) {
+          if (!policy.is_string())
+            throw sched::schedule_error(
+                "on_dependency_failure: expected "
+                "\"cancel\" or \"run\"");
+          g.on_failure = sched::parse_dependency_failure(policy.get<std::string>());
+        }
+        g.spec = task_spec_from_json(t, a.type_defaults);
+        if (a.validate_payload) a.validate_payload(g.spec.type, g.spec.payload);
+      } catch (const std::exception& e) {
+        throw api_error(error_code::bad_request, at + e.what());
+      }
+      graph.push_back(std::move(g));
+    }
+    std::vector<std::int64_t> ids;
+    try {
+      ids = a.store.add_graph(graph);
+    } catch (const sched::schedule_error& e) {
+      throw api_error(error_code::bad_request, e.what());
+    } catch (const sched::conflict_error& e) {
+      throw api_error(error_code::conflict, e.what());
+    }
+    a.scheduler.wake();
+    json out = json::object();
+    for (std::size_t i = 0; i < graph.size(); ++i)
+      out[graph[i].ref] = ids[i];
+    send_json(res, 201, {{"tasks", std::move(out)}});
   }
 
   void change(const request& req, response& res, const route_args& m, const action_info& action) {

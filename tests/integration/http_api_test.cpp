@@ -209,6 +209,49 @@ void expect_error(const httplib::Response& r, int status, const std::string& cod
   }
 }
 
+// POST /api/v1/graphs adds tasks that run after others in one transaction: the downstream task
+// waits blocked and runs after its upstream succeeded; a cycle, an unknown ref or id and a bad
+// task are 400s that name the problem and add nothing.
+TEST_F(HttpApi, GraphsAreAddedInOneGoAndRunInOrder) {
+  const json graph = {{"tasks",
+                       {{{"ref", "first"}, {"type", "noop"}},
+                        {{"ref", "second"}, {"type", "noop"}, {"after", {"first"}}}}}};
+  const auto r = post("/api/v1/graphs", graph.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json ids = body(r)["tasks"];
+  const auto first = ids.value("first", std::int64_t{0});
+  const auto second = ids.value("second", std::int64_t{0});
+  ASSERT_GT(first, 0);
+  ASSERT_GT(second, 0);
+  ASSERT_TRUE(test::wait_for_state(env_->store(), second, sched::task_state::succeeded, 20s));
+  const auto runs_first = test::runs_oldest_first(env_->store(), first);
+  const auto runs_second = test::runs_oldest_first(env_->store(), second);
+  ASSERT_EQ(runs_first.size(), 1U);
+  ASSERT_EQ(runs_second.size(), 1U);
+  EXPECT_LE(runs_first[0].finished_at, runs_second[0].started_at);
+
+  const auto before = task_count();
+  expect_error(post("/api/v1/graphs", json{{"tasks",
+                                            {{{"ref", "a"}, {"type", "noop"}, {"after", {"b"}}},
+                                             {{"ref", "b"}, {"type", "noop"}, {"after", {"a"}}}}}}
+                                          .dump()),
+               400, "bad_request", "cycle");
+  expect_error(post("/api/v1/graphs",
+                    json{{"tasks", {{{"ref", "a"}, {"type", "noop"}, {"after", {"zz"}}}}}}.dump()),
+               400, "bad_request", "'zz', which is not in the graph");
+  expect_error(
+      post("/api/v1/graphs",
+           json{{"tasks", {{{"ref", "a"}, {"type", "noop"}, {"after_ids", {987654321}}}}}}.dump()),
+      400, "bad_request", "987654321, which does not exist");
+  expect_error(post("/api/v1/graphs",
+                    json{{"tasks", {{{"ref", "a"}, {"type", "noop"}, {"priority", 5000}}}}}.dump()),
+               400, "bad_request", "tasks[0]: ");
+  expect_error(post("/api/v1/graphs", json{{"tasks", json::array()}}.dump()), 400, "bad_request",
+               "1 to 10000 tasks");
+  expect_error(post("/api/v1/graphs", json{{"nodes", json::array()}}.dump()), 400, "bad_request");
+  EXPECT_EQ(task_count(), before);
+}
+
 }  // namespace
 
 TEST_F(HttpApi, HealthIsAlwaysAnsweredWithoutTheDatabase) {
