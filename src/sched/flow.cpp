@@ -130,39 +130,18 @@ std::vector<std::size_t> topological_order(const std::vector<graph_task>& graph)
 
 namespace {
 
-// The insert of one task, as store::create does it.
+// One task of a graph, on the graph's transaction, through add_task() (the insert, the first
+// fire time and the error messages of every other add), named by its ref in any refusal.
+// Unique keys do not apply to graphs.
 std::int64_t insert_one(pg::connection& c, const std::string& schema, const graph_task& g) {
-  const task_spec& spec = g.spec;
-  const schedule& when = spec.when;
-  std::optional<time_point> first;
-  if (when.kind() == schedule_kind::once) {
-    first = when.at();
-  } else {
-    first = when.next_after(std::chrono::system_clock::now());
-    if (!first)
-      throw schedule_error("graph: task '" + g.ref + "': schedule '" + when.to_string() +
-                           "' never fires after now");
-  }
+  task_spec spec = g.spec;
+  spec.unique_key.reset();
   try {
-    return c
-        .exec_cached(
-            with_schema(queries::insert_task, schema),
-            pg::param_list::of(
-                spec.type, spec.name, pg::json_text{spec.payload}, std::string(when.kind_name()),
-                when.spec(), when.tz(), std::string(to_string(spec.misfire)),
-                static_cast<int>(spec.misfire_grace.count()), spec.catch_up_limit, *first,
-                spec.priority, spec.max_attempts,
-                static_cast<std::int64_t>(spec.backoff_base.count()),
-                static_cast<std::int64_t>(spec.backoff_cap.count()),
-                static_cast<std::int64_t>(spec.timeout.count()), spec.pause_after_failures))
-        .one<std::int64_t>();
-  } catch (const pg::sql_error& e) {
-    if (e.sqlstate() == "23505")
-      throw conflict_error("graph: task '" + g.ref + "': a task named '" + spec.name.value_or("") +
-                           "' already exists");
-    if (e.sqlstate() == "22P02" || e.sqlstate() == "22032")
-      throw schedule_error("graph: task '" + g.ref + "': payload: not valid JSON: " + e.message());
-    throw;
+    return add_task(c, spec, schema).id;
+  } catch (const conflict_error& e) {
+    throw conflict_error("graph: task '" + g.ref + "': " + e.what());
+  } catch (const schedule_error& e) {
+    throw schedule_error("graph: task '" + g.ref + "': " + e.what());
   }
 }
 

@@ -200,7 +200,6 @@ int liveness::heartbeat_once() {
       auto& at = expires_[*leader_node];
       at = std::max(at, sent + milliseconds(*leader_left));
     }
-    last_heartbeat_ = steady_clock::now();
   }
   if (changed) {
     log(log_level::info, "scheduler",
@@ -241,16 +240,6 @@ std::optional<liveness::steady::time_point> liveness::next_expiry_locked() const
 bool liveness::leader() const {
   const std::scoped_lock lock(mutex_);
   return leader_;
-}
-
-bool liveness::superseded() const {
-  const std::scoped_lock lock(mutex_);
-  return superseded_;
-}
-
-liveness::steady::time_point liveness::last_heartbeat() const {
-  const std::scoped_lock lock(mutex_);
-  return last_heartbeat_;
 }
 
 // One round of retention (leader only), on the heartbeat thread: it gets half a heartbeat

@@ -76,10 +76,7 @@ class liveness {
   void heard(const std::string& node, std::chrono::milliseconds expiry);
 
   [[nodiscard]] bool leader() const;
-  [[nodiscard]] bool superseded() const;
   [[nodiscard]] const std::string& nodes_channel() const noexcept { return channel_; }
-  // When the last heartbeat succeeded (steady clock; epoch when none has).
-  [[nodiscard]] steady::time_point last_heartbeat() const;
 
  private:
   void loop();
@@ -105,7 +102,6 @@ class liveness {
   bool superseded_ = false;
   std::string leader_node_;
   std::map<std::string, steady::time_point> expires_;  // other live nodes, when each expires
-  steady::time_point last_heartbeat_{};
   bool woken_ = false;  // heard() moved a deadline: the thread recomputes its sleep
 
   std::thread thread_;

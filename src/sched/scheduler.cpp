@@ -360,7 +360,6 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     st.superseded = superseded_.load();
     st.listen_problem = listener_ ? listener_->problem() : std::string();
     st.listen_delivering = listener_ && listener_->delivering() && st.listen_problem.empty();
-    st.last_heartbeat_at = liveness_ ? liveness_->last_heartbeat() : steady_clock::time_point{};
     if (st.superseded && st.last_error.empty()) st.last_error = superseded_message_;
     st.workers = settings_.workers;
     st.running = 0;

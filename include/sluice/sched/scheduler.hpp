@@ -163,7 +163,6 @@ struct scheduler_status {
   std::uint64_t cycle_errors = 0;
   std::chrono::milliseconds current_poll{0};
   std::chrono::steady_clock::time_point last_cycle_at{};
-  std::chrono::steady_clock::time_point last_heartbeat_at{};  // the last heartbeat that succeeded
   std::chrono::steady_clock::time_point started_at{};
   std::string last_error;
   bool superseded = false;  // another process took this node id over; nothing more is claimed
