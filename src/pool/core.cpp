@@ -30,8 +30,19 @@ using std::chrono::steady_clock;
 struct thread_hint {
   const core* owner = nullptr;
   int index = -1;
+  // Set when the thread's last release found borrowers waiting: when it happened (steady
+  // clock), read back by the thread's next acquire() to learn whether it comes back promptly.
+  std::int64_t released_to_waiters_ns = 0;
+  // The thread came back for a connection within prompt_return of its last release to waiters.
+  bool prompt = false;
 };
 thread_local thread_hint hint;
+
+std::int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // CLOCK_MONOTONIC_COARSE costs a few nanoseconds and its resolution (a few ms) is plenty for
 // lifetimes, idle times and leak thresholds. Timeouts use steady_clock.
@@ -123,6 +134,7 @@ void core::note_peak(int checked_out) noexcept {
 lease core::acquire(milliseconds timeout, const std::source_location& where) {
   // The deadline is only computed once the borrower has to wait: the fast path reads no clock.
   std::optional<steady_clock::time_point> deadline;
+  note_return_gap();
   for (;;) {
     if (closed_.load(std::memory_order_acquire)) {
       throw pool_closed("pool '" + settings_.name + "' is closed");
@@ -363,10 +375,23 @@ void core::release(slot* s, bool invalid) noexcept {
       connector_cv_.notify_one();
     }
   }
-  hint = thread_hint{this, static_cast<int>(s->index)};
+  // A thread that came back promptly after its last such release is about to take this
+  // connection again: waking a waiter now would only make it lose the race and sleep again, a
+  // pair of context switches per checkout that halved throughput with 8 borrowers on 4
+  // connections. The waiter is not forgotten: at handoff_after it wakes by itself, takes an
+  // idle connection if one is left, and is due for the next one returned.
+  const bool prompt = hint.owner == this && hint.prompt;
+  hint = thread_hint{this, static_cast<int>(s->index), waiters_present ? steady_now_ns() : 0,
+                     prompt};
   checked_out_.fetch_sub(1, std::memory_order_relaxed);
   s->state.exchange(slot::idle, std::memory_order_seq_cst);
-  wake_head_waiter();
+  if (!(waiters_present && prompt)) wake_head_waiter();
+}
+
+void core::note_return_gap() noexcept {
+  if (hint.owner != this || hint.released_to_waiters_ns == 0) return;
+  hint.prompt = steady_now_ns() - hint.released_to_waiters_ns < prompt_return_ns;
+  hint.released_to_waiters_ns = 0;
 }
 
 void core::notify_drained_locked() noexcept {

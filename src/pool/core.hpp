@@ -84,7 +84,10 @@ class core {
     bool handoff_due = false;  // has waited handoff_after: gets returned connections directly
   };
   // A waiter older than this gets returned connections handed over directly (strict FIFO).
-  static constexpr std::chrono::milliseconds handoff_after{1};
+  static constexpr std::chrono::milliseconds handoff_after{2};
+  // A thread that asks for a connection again within this long of returning one while others
+  // waited counts as prompt: its next such return skips waking a waiter (see release()).
+  static constexpr std::int64_t prompt_return_ns = 50'000;
   // The least time a pre-ping or a reset is given, even when the borrower's timeout leaves
   // less: without it, a borrower served just before its deadline (or a pool with timeout 0)
   // would discard healthy connections for want of time for one round trip.
@@ -103,6 +106,8 @@ class core {
   void lend(slot* s, const std::source_location& where, std::int64_t now) noexcept;
   void hand_off_locked(slot* s) noexcept;
   void wake_head_waiter() noexcept;
+  // Called on entry to acquire(): records whether this thread came back promptly.
+  void note_return_gap() noexcept;
   void discard(slot* s, bool was_lent) noexcept;
   // Closes the slot's connection, waiting (bounded) until the server has let the backend go.
   static void close_connection(slot& s) noexcept;
