@@ -381,8 +381,8 @@ void core::release(slot* s, bool invalid) noexcept {
   // connections. The waiter is not forgotten: at handoff_after it wakes by itself, takes an
   // idle connection if one is left, and is due for the next one returned.
   const bool prompt = hint.owner == this && hint.prompt;
-  hint = thread_hint{this, static_cast<int>(s->index), waiters_present ? steady_now_ns() : 0,
-                     prompt};
+  hint =
+      thread_hint{this, static_cast<int>(s->index), waiters_present ? steady_now_ns() : 0, prompt};
   checked_out_.fetch_sub(1, std::memory_order_relaxed);
   s->state.exchange(slot::idle, std::memory_order_seq_cst);
   if (!(waiters_present && prompt)) wake_head_waiter();
