@@ -21,6 +21,7 @@
 
 #include <unistd.h>
 
+#include "sched/claimer.hpp"
 #include "sched/completer.hpp"
 #include "sched/listener.hpp"
 #include "sched/liveness.hpp"
@@ -169,10 +170,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     incarnation_ = static_cast<std::int64_t>(random_u64() >> 1) | 1;
     process_key_ = detail::own_process_key();
     const auto& sc = settings_.schema;
-    sql_claim_ = with_schema(queries::claim, sc);
     sql_complete_in_handler_ = with_schema(queries::complete_in_handler, sc);
-    sql_own_claims_ = with_schema(queries::own_claims, sc);
-    sql_next_due_ = with_schema(queries::next_due, sc);
   }
 
   void handle(const std::string& type, handler fn) {
@@ -260,6 +258,17 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
                                     .retry_interval = settings_.poll_interval},
         [this](const detail::completion_report& r) { on_completion(r); });
     completer_->start();
+    claimer_ = std::make_unique<detail::claimer>(
+        lane_, *completer_,
+        detail::claimer::settings{.schema = settings_.schema,
+                                  .node_id = settings_.node_id,
+                                  .incarnation = incarnation_,
+                                  .shard = shard_,
+                                  .types_array = types_array_},
+        detail::claimer::hooks{
+            .deliver = [this](std::vector<detail::claimed_task>& c) { hand_to_workers(c); },
+            .held = [this] { return held_ids(); },
+            .due_hint = [this] { return usable_due_hint(); }});
     for (int i = 0; i < settings_.workers; ++i)
       workers_.emplace_back([self] { self->worker_loop(); });
     cycle_thread_ = std::thread([self] { self->cycle_loop(); });
@@ -723,149 +732,38 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     return limits;
   }
 
-  // One cycle of the claimer: one statement that claims, records the cycle and counts it.
-  // `woken`: something asked for this cycle (a notification, a free worker, a rescue); else the
-  // due time or the idle poll came.
+  // One check cycle: the claimer asks the database (sched/claimer.cpp), then this decides when
+  // to look again. `woken`: something asked for this cycle (a notification, a free worker, a
+  // rescue); else the due time or the idle poll came.
   void run_cycle(bool woken) {
-    std::vector<std::pair<std::string, int>> limits;
-    std::vector<int> free;         // per type of `limits`: its free workers
-    std::set<std::int64_t> known;  // tasks this node holds, for orphan reconciliation
-    const bool reconcile = reconcile_claims_;
-    int room = 0;
+    detail::claim_request req;
+    req.woken = woken;
     {
       const std::scoped_lock lock(mutex_);
-      limits = claim_limits_locked(room, free);
-      if (reconcile) {
-        for (const auto& rt : running_)
-          known.insert(rt->t.id);
-        for (const auto& [type, q] : queued_)
-          for (const auto& rt : q)
-            known.insert(rt->t.id);
-      }
-      if (limits.empty() && !reconcile) {
+      req.limits = claim_limits_locked(req.room, req.free);
+      if (req.limits.empty() && !claimer_->reconciling()) {
         // No room: nothing to ask the database. A worker that frees up comes back here.
         more_due_ = true;
         next_wake_ = steady_clock::now() + current_poll_;
         return;
       }
     }
-    if (reconcile) completer_->held_ids(known);
-
-    const auto started_wall = system_clock::now();
-    std::vector<std::shared_ptr<running_task>> claimed;
-    std::optional<time_point> next_due;
-    std::map<std::string, int> claimed_by_type;
-    bool full_batch = false;
-    int orphans = 0;
+    const auto& limits = req.limits;
+    detail::claim_result got;
     std::string error;
     try {
-      auto lease = lane_.acquire();
-      pg::connection& c = lease.conn();
-      if (reconcile) {
-        // The last cycle failed and may have committed anyway (the connection died during the
-        // statement): claims this node holds in the database but not in memory go back.
-        for (const auto row : c.query_cached(sql_own_claims_, settings_.node_id, incarnation_)) {
-          const auto id = row.get<std::int64_t>(0);
-          if (known.count(id) != 0) continue;
-          completer_->release(id, row.get<std::int64_t>(1));
-          ++orphans;
-        }
-        reconcile_claims_ = false;
-      }
-      if (!limits.empty()) {
-        // A claim starts past the watermark of its type (where the previous claim ended), so it
-        // does not walk the index entries that earlier claims left dead at the head of the queue.
-        // A sweep from the head finds what lies before the watermark: a task of a higher priority
-        // or due earlier than it, one released, one another node skipped. It runs every
-        // sweep_every cycles but at most every sweep_gap, and at least every sweep_max_gap: a
-        // task before the watermark waits that long at most.
-        const auto now_steady = steady_clock::now();
-        const bool sweep =
-            (++cycles_since_sweep_ >= sweep_every && now_steady - last_sweep_ >= sweep_gap) ||
-            now_steady - last_sweep_ >= sweep_max_gap;
-        if (sweep) {
-          cycles_since_sweep_ = 0;
-          last_sweep_ = now_steady;
-        }
-        pg::array_literal types, counts, after_priority, after_run_at, after_id;
-        for (const auto& [type, n] : limits) {
-          types.add(type);
-          counts.add(n);
-          const auto mark = marks_.find(type);
-          if (sweep || mark == marks_.end()) {
-            after_priority.null();
-            after_run_at.null();
-            after_id.null();
-          } else {
-            after_priority.add(mark->second.priority);
-            after_run_at.add(mark->second.run_at);
-            after_id.add(mark->second.id);
-          }
-        }
-        pg::array_literal free_workers;
-        for (const int f : free)
-          free_workers.add(f);
-        const auto res =
-            c.query_cached(sql_claim_, settings_.node_id, types, counts, incarnation_, shard_,
-                           after_priority, after_run_at, after_id, room, free_workers);
-        std::map<std::string, claim_mark> last;  // per type, the last row in claim order
-        for (const auto row : res) {
-          auto rt = std::make_shared<running_task>();
-          rt->t = detail::row_to_task(row);
-          ++claimed_by_type[rt->t.type];
-          const claim_mark m{rt->t.priority, rt->t.next_run_at.value_or(time_point{}), rt->t.id};
-          auto [it, fresh] = last.try_emplace(rt->t.type, m);
-          if (!fresh && it->second.before(m)) it->second = m;
-          rt->fire_time = rt->t.fire_time.value_or(started_wall);
-          auto misfire = detail::decide_misfire_on_claim(rt->t, rt->fire_time, started_wall);
-          if (misfire.skipped > 0) completer_->note_skipped(rt->t.type, misfire.skipped);
-          if (misfire.skip) {
-            completer_->push(std::move(*misfire.skip));
-            continue;
-          }
-          claimed.push_back(std::move(rt));
-        }
-        // Full when some type took its whole share (the same shares as engine_claim's).
-        int left = room;
-        const int count = static_cast<int>(limits.size());
-        for (int k = 0; k < count && left > 0; ++k) {
-          const auto& [type, cap] = limits[static_cast<std::size_t>(k)];
-          const int share = std::min(cap, std::max(1, (left + count - k - 1) / (count - k)));
-          const int got = claimed_by_type[type];
-          full_batch = full_batch || got >= share;
-          left -= got;
-        }
-        for (const auto& [type, m] : last)
-          marks_[type] = m;
-        // Hand the claims to the workers before asking when the next task is due.
-        hand_to_workers(claimed);
-        // An idle poll that found nothing does not ask again when the next task is due: the
-        // heartbeat asked at most one interval ago (due_hint_), and whatever was added since
-        // then notified, which makes a woken cycle that asks.
-        // A hint that says "due now" after a claim that found nothing is stale: ask.
-        bool hint_will_do = false;
-        if (!woken && claimed_by_type.empty() && listener_ && listener_->delivering()) {
-          const std::scoped_lock lock(mutex_);
-          hint_will_do = due_hint_known_ && (!due_hint_ || *due_hint_ > system_clock::now());
-          if (hint_will_do) next_due = due_hint_;
-        }
-        if (!full_batch && !hint_will_do) {
-          next_due = c.query_cached(sql_next_due_, types_array_).one<std::optional<time_point>>();
-          const std::scoped_lock lock(mutex_);
-          due_hint_ = next_due;
-          due_hint_known_ = true;
-        }
-      }
+      got = claimer_->cycle(req);
     } catch (const std::exception& e) {
       error = e.what();
-      reconcile_claims_ = true;
-      hand_to_workers(claimed);  // rows read before the failure were claimed and committed
     }
-    if (orphans > 0) {
+    if (got.orphans > 0) {
       log(log_level::warn, "scheduler",
-          "handed back " + std::to_string(orphans) +
+          "handed back " + std::to_string(got.orphans) +
               " tasks claimed by a cycle whose commit was not confirmed");
     }
+    const auto& claimed_by_type = got.by_type;
+    const bool full_batch = got.full_batch;
+    const auto& next_due = got.next_due;
 
     const std::scoped_lock lock(mutex_);
     if (!limits.empty()) {
@@ -880,6 +778,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       return;
     }
     last_error_.clear();
+    if (got.next_due_known) {
+      due_hint_ = got.next_due;
+      due_hint_known_ = true;
+    }
     int claimed_n = 0;
     for (const auto& [type, n] : claimed_by_type) {
       counters_.claimed += static_cast<std::uint64_t>(n);
@@ -921,18 +823,43 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
     next_wake_ = wake_at;
   }
 
+  // The tasks this node holds in memory: queued and running (the completer adds its own).
+  std::set<std::int64_t> held_ids() const {
+    std::set<std::int64_t> ids;
+    const std::scoped_lock lock(mutex_);
+    for (const auto& rt : running_)
+      ids.insert(rt->t.id);
+    for (const auto& [type, q] : queued_)
+      for (const auto& rt : q)
+        ids.insert(rt->t.id);
+    return ids;
+  }
+
+  // The heartbeat's answer to "when is the next task due", while LISTEN delivers (so anything
+  // added since then notified); nullopt when no such answer is good.
+  std::optional<std::optional<time_point>> usable_due_hint() const {
+    if (!listener_ || !listener_->delivering()) return std::nullopt;
+    const std::scoped_lock lock(mutex_);
+    if (!due_hint_known_) return std::nullopt;
+    return due_hint_;
+  }
+
   // Claimed tasks go to the local queue, or, when the node began to stop meanwhile (a cycle that
   // started before stop() emptied the queue), straight back to the database.
-  void hand_to_workers(std::vector<std::shared_ptr<running_task>>& claimed) {
+  void hand_to_workers(std::vector<detail::claimed_task>& claimed) {
     if (claimed.empty()) return;
     {
       const std::scoped_lock lock(mutex_);
       const bool draining = state_ != scheduler_state::running || superseded_;
-      for (auto& rt : claimed) {
-        if (draining)
-          completer_->release(rt->t.id, rt->t.claim_token);
-        else
-          queued_[rt->t.type].push_back(std::move(rt));
+      for (auto& ct : claimed) {
+        if (draining) {
+          completer_->release(ct.t.id, ct.t.claim_token);
+          continue;
+        }
+        auto rt = std::make_shared<running_task>();
+        rt->t = std::move(ct.t);
+        rt->fire_time = ct.fire_time;
+        queued_[rt->t.type].push_back(std::move(rt));
       }
     }
     claimed.clear();
@@ -947,33 +874,10 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   store store_;
   std::string host_;
   int shard_ = 0;
-  std::string sql_claim_, sql_complete_in_handler_, sql_next_due_, sql_own_claims_;
+  std::string sql_complete_in_handler_;
   std::int64_t incarnation_ = 0;  // this process start; claims carry it
   std::string process_key_;  // how another process on this machine can tell that this one lives
-  std::atomic<bool> superseded_{false};  // another process took over this node id
-  // Where the last claim of each type ended, in the claim order (priority DESC, due time, id):
-  // the next claim starts there. Claimer thread only.
-  struct claim_mark {
-    int priority = 0;
-    time_point run_at{};
-    std::int64_t id = 0;
-    // True when `other` comes after this mark in the claim order.
-    [[nodiscard]] bool before(const claim_mark& other) const {
-      if (priority != other.priority) return priority > other.priority;
-      if (run_at != other.run_at) return run_at < other.run_at;
-      return id < other.id;
-    }
-  };
-  static constexpr int sweep_every = 8;
-  static constexpr milliseconds sweep_gap{100};
-  static constexpr milliseconds sweep_max_gap{1000};
-  std::map<std::string, claim_mark> marks_;
-  int cycles_since_sweep_ = 0;
-  steady_clock::time_point last_sweep_{};
-  // Set when a cycle failed: its claims may have committed anyway (the connection died during
-  // COMMIT), leaving tasks 'running' under this live node that no worker will ever run. The
-  // next good cycle hands such orphans back. Cycle thread only.
-  bool reconcile_claims_ = false;
+  std::atomic<bool> superseded_{false};      // another process took over this node id
   std::vector<std::string> types_;           // set at start, then read-only
   std::string types_array_;                  // the same as a PostgreSQL array literal
   std::map<std::string, handler> handlers_;  // read-only after start
@@ -1014,6 +918,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   scheduler_status counters_;
   // Created at start(); outlives every thread that pushes to it (it is stopped after them).
   std::unique_ptr<detail::completer> completer_;
+  // Created at start(), after the completer; used by the cycle thread only.
+  std::unique_ptr<detail::claimer> claimer_;
   // Created in the constructor / at start(); stopped in stop() after the claimer and completer.
   std::unique_ptr<detail::liveness> liveness_;
   std::unique_ptr<detail::listener> listener_;
