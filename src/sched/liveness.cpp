@@ -263,10 +263,10 @@ void liveness::start() {
 }
 
 void liveness::loop() {
-  // The first round of retention a minute after start (sooner when the interval is shorter), so
-  // that a node restarted more often than the interval still prunes.
-  auto next_prune = steady_clock::now() +
-                    std::min<milliseconds>(settings_.prune_interval, std::chrono::minutes(1));
+  // The first round of retention comes with the first heartbeat after start, so that a node
+  // restarted more often than the interval still prunes, and an idle node's steady load is its
+  // heartbeats and idle polls only (four small deletes every prune_interval, 10 min by default).
+  auto next_prune = steady_clock::now();
   auto last_try = steady_clock::now();
   auto regular = last_try + settings_.heartbeat_interval;
   std::string last_error;
