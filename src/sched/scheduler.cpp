@@ -531,7 +531,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
         rt->token.set_deadline(rt->deadline);
         running_.push_back(rt);
         fn = handlers_.at(rt->t.type);
-        cycle_cv_.notify_one();  // it watches the deadline
+        // The cycle thread watches deadlines: wake it only when this one comes before the time
+        // it sleeps until (a wake per started task would be a context switch per task).
+        if (rt->deadline < cycle_sleeps_until_) cycle_cv_.notify_one();
       }
       bool ok = false;
       std::string error;
@@ -631,7 +633,9 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
           }
           if (wake_) break;
           if (now >= until) break;
+          cycle_sleeps_until_ = until;
           cycle_cv_.wait_until(lock, until);
+          cycle_sleeps_until_ = steady_clock::time_point::min();
           if (steady_clock::now() >= until) break;
         }
         woken = wake_;
@@ -848,6 +852,7 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   // started before stop() emptied the queue), straight back to the database.
   void hand_to_workers(std::vector<detail::claimed_task>& claimed) {
     if (claimed.empty()) return;
+    const std::size_t n = claimed.size();
     {
       const std::scoped_lock lock(mutex_);
       const bool draining = state_ != scheduler_state::running || superseded_;
@@ -863,7 +868,13 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
       }
     }
     claimed.clear();
-    worker_cv_.notify_all();
+    // One wake-up per task, not all workers for one task (a herd that costs the pick-up time).
+    if (n >= static_cast<std::size_t>(settings_.workers)) {
+      worker_cv_.notify_all();
+    } else {
+      for (std::size_t k = 0; k < n; ++k)
+        worker_cv_.notify_one();
+    }
   }
 
   // ---- node registration: one live process per node id ----
@@ -905,6 +916,8 @@ class scheduler::impl : public std::enable_shared_from_this<scheduler::impl> {
   std::list<std::shared_ptr<running_task>> running_;
   std::set<std::thread::id> stuck_worker_ids_;
   steady_clock::time_point next_wake_{};
+  // While the cycle thread sleeps: until when (min() while it is awake and will look anyway).
+  steady_clock::time_point cycle_sleeps_until_ = steady_clock::time_point::min();
   // When the next task of this node's types is due, as the last heartbeat or cycle that asked
   // saw it (nullopt: none is waiting).
   std::optional<time_point> due_hint_;
