@@ -561,7 +561,23 @@ struct server::impl {
       const auto id = path_id(m);
       const auto t = a.store.get(id);
       if (!t) throw api_error(error_code::not_found, "no task with id " + std::to_string(id));
-      send_json(res, 200, json_of(*t));
+      json body = json_of(*t);
+      // The tasks it runs after and the tasks that run after it (docs/flow-control.md).
+      const auto neighbours = [this](const std::vector<std::int64_t>& ids) {
+        json out = json::array();
+        for (const auto other : ids) {
+          if (const auto n = a.store.get(other)) {
+            out.push_back({{"id", n->id},
+                           {"name", n->name ? json(*n->name) : json(nullptr)},
+                           {"type", n->type},
+                           {"state", sched::to_string(n->state)}});
+          }
+        }
+        return out;
+      };
+      body["upstream"] = neighbours(a.store.upstream_of(id));
+      body["downstream"] = neighbours(a.store.downstream_of(id));
+      send_json(res, 200, body);
     });
     add("/api/v1/tasks/{id}/runs", "GET",
         [this](const request& req, response& res, const route_args& m) {
