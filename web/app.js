@@ -369,14 +369,20 @@
 
     // Flow limits: use against each limit, counted across the fleet.
     const used = (n, max) => (max === null || max === undefined ? '–' : `${fmtInt(n)} / ${fmtInt(max)}`);
-    const flowRows = (s.flow || []).map((f) => ({ type: f.type, key: f.key, running: f.running, max_running: f.max_running,
-      started: f.started_in_window, rate: f.rate, period: f.rate_period_ms }));
-    renderRows('flow', flowRows, (r) => el('tr', { dataset: { key: r.type } },
-      el('th', { scope: 'row' }, r.type),
-      el('td', {}, r.key ? el('code', {}, r.key) : '–'),
-      el('td', { class: `num${r.max_running !== null && r.running >= r.max_running ? ' warn-text' : ''}`, dataset: { role: 'running' } },
+    // A limit per key: its row (all keys together), then one row per key in use, whose counts
+    // are what the limit holds (each key against the same limit).
+    const flowRows = (s.flow || []).flatMap((f) => [{ type: f.type, key: f.key, running: f.running, max_running: f.max_running,
+      started: f.started_in_window, rate: f.rate, period: f.rate_period_ms },
+    ...(f.by_key || []).map((k) => ({ type: f.type, value: k.key, running: k.running, max_running: f.max_running,
+      started: k.started_in_window, rate: f.rate, period: f.rate_period_ms }))]);
+    renderRows('flow', flowRows, (r) => el('tr', { dataset: { key: r.value === undefined ? r.type : `${r.type}\n${r.value}` },
+      class: r.value === undefined ? undefined : 'flow-key' },
+      r.value === undefined ? el('th', { scope: 'row' }, r.type) : el('td', { class: 'muted small' }, r.type),
+      r.value === undefined ? el('td', {}, r.key ? el('code', {}, r.key) : '–')
+        : el('td', {}, '= ', el('code', {}, r.value === '' ? '(none)' : r.value)),
+      el('td', { class: `num${!r.key && r.max_running !== null && r.running >= r.max_running ? ' warn-text' : ''}`, dataset: { role: 'running' } },
         used(r.running, r.max_running)),
-      el('td', { class: `num${r.rate !== null && r.started >= r.rate ? ' warn-text' : ''}`, dataset: { role: 'rate' } },
+      el('td', { class: `num${!r.key && r.rate !== null && r.started >= r.rate ? ' warn-text' : ''}`, dataset: { role: 'rate' } },
         used(r.started, r.rate)),
       el('td', { class: 'num' }, r.period === null || r.period === undefined ? '–' : fmtMs(r.period))),
     'No flow limit set.', 5);

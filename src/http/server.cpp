@@ -518,6 +518,14 @@ struct server::impl {
         l["rate_period_ms"] = f.limit.rate ? json(f.limit.rate_period.count()) : json(nullptr);
         l["started_in_window"] = f.started_in_window;
         l["key"] = f.limit.key.empty() ? json(nullptr) : json(f.limit.key);
+        if (!f.limit.key.empty()) {
+          json keys = json::array();
+          for (const auto& k : f.by_key)
+            keys.push_back({{"key", k.key},
+                            {"running", k.running},
+                            {"started_in_window", k.started_in_window}});
+          l["by_key"] = std::move(keys);
+        }
         flow.push_back(std::move(l));
       }
       const auto leader = a.store.leader();

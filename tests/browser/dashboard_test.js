@@ -114,7 +114,7 @@ async function startDaemon() {
     '[http_tasks]', 'allow_networks = ["127.0.0.1/32"]', '',
     // Flow limits high enough never to bind: the page shows their use against them.
     '[flow.noop]', 'rate = 50', 'rate_period = "1h"', '',
-    '[flow.sql]', 'max_running = 4', 'key = "pool"', '',
+    '[flow.sql]', 'max_running = 4', 'rate = 100', 'rate_period = "1h"', 'key = "pool"', '',
   ].join('\n'));
   const log = fs.openSync(artifact('sluice-serve.log'), 'w');
   daemon = spawn(args.sluice, ['serve', '--config', config, '--migrate', '--port-file', portFile], {
@@ -372,11 +372,15 @@ async function run() {
     const readFlowJs = `window.sluiceDashboard.refresh().then(() => [...document.querySelectorAll('#flow tbody tr')].map((tr) => ({
       type: tr.dataset.key, key: tr.cells[1].textContent, running: tr.querySelector('[data-role="running"]').textContent,
       rate: tr.querySelector('[data-role="rate"]').textContent })))`;
-    const expectedFlow = (s) => s.flow.map((f) => ({
+    const expectedFlow = (s) => s.flow.flatMap((f) => [{
       type: f.type, key: f.key || '–',
       running: f.max_running === null ? '–' : `${f.running} / ${f.max_running}`,
       rate: f.rate === null ? '–' : `${f.started_in_window} / ${f.rate}`,
-    }));
+    }, ...(f.by_key || []).map((k) => ({
+      type: `${f.type}\n${k.key}`, key: `= ${k.key}`,
+      running: f.max_running === null ? '–' : `${k.running} / ${f.max_running}`,
+      rate: f.rate === null ? '–' : `${k.started_in_window} / ${f.rate}`,
+    }))]);
     const flow = await waitFor('a quiet moment to compare the flow table with /api/v1/scheduler', async () => {
       const first = expectedFlow(await api('/api/v1/scheduler'));
       const shown = await page.evaluate(readFlowJs);
@@ -384,9 +388,11 @@ async function run() {
       return JSON.stringify(first) === JSON.stringify(second) ? { want: first, shown } : null;
     }, 30000, 200);
     assert.deepStrictEqual(flow.shown, flow.want, 'the flow table shows the API\'s usage');
-    assert.deepStrictEqual(flow.want.map((f) => [f.type, f.key]), [['noop', '–'], ['sql', 'pool']], 'both limits are listed');
+    assert.deepStrictEqual(flow.want.map((f) => [f.type, f.key]), [['noop', '–'], ['sql', 'pool'], ['sql\ndefault', '= default']],
+      'both limits are listed, and the one key the sql tasks used');
     assert.match(flow.want[0].rate, /^[1-9]\d* \/ 50$/, 'the noop starts are counted against the rate');
     assert.match(flow.want[1].running, /^\d+ \/ 4$/);
+    assert.strictEqual(flow.want[2].rate, flow.want[1].rate.replace(/ .*/, '') + ' / 100', 'every sql start was under the key "default"');
     ok(`flow limits shown against their use: ${JSON.stringify(flow.shown)}`);
 
     // Attention: the failed task is listed.

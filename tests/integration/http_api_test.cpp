@@ -482,6 +482,43 @@ TEST_F(HttpApi, Scheduler) {
   EXPECT_TRUE(j["queues"].is_array());
 }
 
+// GET /api/v1/scheduler's flow: each limit with its use, and for a limit counted per key the
+// use of each key.
+TEST_F(HttpApi, SchedulerShowsFlowUsagePerKey) {
+  env_->store().set_flow_limits({{"noop", sched::flow_limit::starts(100, 1h, "customer")},
+                                 {"slow.report", sched::flow_limit::running(7)}});
+  std::vector<std::int64_t> ids;
+  for (const auto* customer : {"acme", "acme", "bolt"}) {
+    const auto r =
+        post("/api/v1/tasks", json{{"type", "noop"}, {"payload", {{"customer", customer}}}}.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(body(r)["id"].get<std::int64_t>());
+  }
+  for (const auto id : ids)
+    ASSERT_TRUE(test::wait_for_state(env_->store(), id, sched::task_state::succeeded, 20s));
+
+  const json flow = body(get("/api/v1/scheduler"))["flow"];
+  ASSERT_EQ(flow.size(), 2U) << flow.dump();
+  EXPECT_EQ(flow[0], (json{{"type", "noop"},
+                           {"running", 0},
+                           {"max_running", nullptr},
+                           {"rate", 100},
+                           {"rate_period_ms", 3600000},
+                           {"started_in_window", 3},
+                           {"key", "customer"},
+                           {"by_key",
+                            {{{"key", "acme"}, {"running", 0}, {"started_in_window", 2}},
+                             {{"key", "bolt"}, {"running", 0}, {"started_in_window", 1}}}}}));
+  // A limit per type has no by_key.
+  EXPECT_EQ(flow[1], (json{{"type", "slow.report"},
+                           {"running", 0},
+                           {"max_running", 7},
+                           {"rate", nullptr},
+                           {"rate_period_ms", nullptr},
+                           {"started_in_window", 0},
+                           {"key", nullptr}}));
+}
+
 TEST_F(HttpApi, CyclesArePaged) {
   ASSERT_TRUE(test::eventually(
       [&] { return env_->scalar("SELECT count(*) FROM " + env_->q("cycles")) >= 5; }, 20s));
