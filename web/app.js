@@ -367,6 +367,26 @@
       el('td', { class: `num${r.lag > 60 ? ' warn-text' : ''}` }, r.lag > 0 ? fmtSeconds(r.lag) : '0')),
     'No task types yet.', 9);
 
+    // Flow limits: use against each limit, counted across the fleet.
+    const used = (n, max) => (max === null || max === undefined ? '–' : `${fmtInt(n)} / ${fmtInt(max)}`);
+    // A limit per key: its row (all keys together), then one row per key in use, whose counts
+    // are what the limit holds (each key against the same limit).
+    const flowRows = (s.flow || []).flatMap((f) => [{ type: f.type, key: f.key, running: f.running, max_running: f.max_running,
+      started: f.started_in_window, rate: f.rate, period: f.rate_period_ms },
+    ...(f.by_key || []).map((k) => ({ type: f.type, value: k.key, running: k.running, max_running: f.max_running,
+      started: k.started_in_window, rate: f.rate, period: f.rate_period_ms }))]);
+    renderRows('flow', flowRows, (r) => el('tr', { dataset: { key: r.value === undefined ? r.type : `${r.type}\n${r.value}` },
+      class: r.value === undefined ? undefined : 'flow-key' },
+      r.value === undefined ? el('th', { scope: 'row' }, r.type) : el('td', { class: 'muted small' }, r.type),
+      r.value === undefined ? el('td', {}, r.key ? el('code', {}, r.key) : '–')
+        : el('td', {}, '= ', el('code', {}, r.value === '' ? '(none)' : r.value)),
+      el('td', { class: `num${!r.key && r.max_running !== null && r.running >= r.max_running ? ' warn-text' : ''}`, dataset: { role: 'running' } },
+        used(r.running, r.max_running)),
+      el('td', { class: `num${!r.key && r.rate !== null && r.started >= r.rate ? ' warn-text' : ''}`, dataset: { role: 'rate' } },
+        used(r.started, r.rate)),
+      el('td', { class: 'num' }, r.period === null || r.period === undefined ? '–' : fmtMs(r.period))),
+    'No flow limit set.', 5);
+
     // Task types for the filters.
     const types = new Set(s.queues.map((q) => q.type));
     const list = $('#type-list');
@@ -687,6 +707,9 @@
     for (const b of document.querySelectorAll('#task-dialog [data-action]')) b.disabled = true;
     $('#task-fields').replaceChildren();
     $('#task-payload').textContent = '';
+    $('#task-graph').hidden = true;
+    $('#task-upstream').replaceChildren();
+    $('#task-downstream').replaceChildren();
     $('#run-table tbody').replaceChildren();
     const dialog = $('#task-dialog');
     if (!dialog.open) dialog.showModal();
@@ -744,6 +767,7 @@
     dl.replaceChildren(...fields.flatMap(([k, ...v]) => [el('dt', {}, k), el('dd', {}, ...v)]));
     if (t.last_error) dl.append(el('dt', {}, 'Last error'), el('dd', { class: 'error-text' }, t.last_error));
     $('#task-payload').textContent = JSON.stringify(redact(t.payload), null, 2);
+    renderDeps(t);
 
     renderRows('run-table', runs, (r) => el('tr', { dataset: { key: String(r.id) }, class: r.outcome === 'succeeded' ? undefined : 'row-bad' },
       el('td', { class: 'num' }, r.id),
@@ -755,6 +779,19 @@
       el('td', { class: 'small' }, r.error ? el('div', { class: 'error-text' }, truncate(r.error, 300)) : '',
         r.detail !== null && r.detail !== undefined ? el('div', {}, el('code', {}, truncate(JSON.stringify(redact(r.detail)), 200))) : '')),
     'No run yet.', 7);
+  }
+
+  // The tasks this one runs after and the tasks that run after it, each opening its own detail.
+  function renderDeps(t) {
+    const up = t.upstream || [];
+    const down = t.downstream || [];
+    $('#task-graph').hidden = !up.length && !down.length;
+    const items = (list) => (list.length ? list.map((d) => el('li', { dataset: { taskId: String(d.id) } },
+      el('button', { type: 'button', class: 'link', 'aria-label': `Open task ${d.id} ${d.name || '(unnamed)'}`, onclick: () => openTask(d.id) },
+        `#${d.id} ${d.name || '(unnamed)'}`), ' ', stateBadge(d.state), ' ', el('span', { class: 'muted small' }, d.type)))
+      : [el('li', { class: 'muted' }, 'none')]);
+    $('#task-upstream').replaceChildren(...items(up));
+    $('#task-downstream').replaceChildren(...items(down));
   }
 
   function setMessage(text, kind) {

@@ -518,6 +518,14 @@ struct server::impl {
         l["rate_period_ms"] = f.limit.rate ? json(f.limit.rate_period.count()) : json(nullptr);
         l["started_in_window"] = f.started_in_window;
         l["key"] = f.limit.key.empty() ? json(nullptr) : json(f.limit.key);
+        if (!f.limit.key.empty()) {
+          json keys = json::array();
+          for (const auto& k : f.by_key)
+            keys.push_back({{"key", k.key},
+                            {"running", k.running},
+                            {"started_in_window", k.started_in_window}});
+          l["by_key"] = std::move(keys);
+        }
         flow.push_back(std::move(l));
       }
       const auto leader = a.store.leader();
@@ -561,7 +569,23 @@ struct server::impl {
       const auto id = path_id(m);
       const auto t = a.store.get(id);
       if (!t) throw api_error(error_code::not_found, "no task with id " + std::to_string(id));
-      send_json(res, 200, json_of(*t));
+      json body = json_of(*t);
+      // The tasks it runs after and the tasks that run after it (docs/flow-control.md).
+      const auto neighbours = [this](const std::vector<std::int64_t>& ids) {
+        json out = json::array();
+        for (const auto other : ids) {
+          if (const auto n = a.store.get(other)) {
+            out.push_back({{"id", n->id},
+                           {"name", n->name ? json(*n->name) : json(nullptr)},
+                           {"type", n->type},
+                           {"state", sched::to_string(n->state)}});
+          }
+        }
+        return out;
+      };
+      body["upstream"] = neighbours(a.store.upstream_of(id));
+      body["downstream"] = neighbours(a.store.downstream_of(id));
+      send_json(res, 200, body);
     });
     add("/api/v1/tasks/{id}/runs", "GET",
         [this](const request& req, response& res, const route_args& m) {

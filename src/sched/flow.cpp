@@ -275,6 +275,16 @@ std::vector<flow_usage> store::flow_usages() {
     u.started_in_window = row.get<std::int64_t>("started");
     out.push_back(std::move(u));
   }
+  if (std::none_of(out.begin(), out.end(), [](const auto& u) { return !u.limit.key.empty(); }))
+    return out;
+  for (const auto row : lease->query_cached(with_schema(queries::flow_key_usage, schema_))) {
+    const auto type = row.get<std::string>(0);
+    const auto it =
+        std::find_if(out.begin(), out.end(), [&](const auto& u) { return u.type == type; });
+    if (it == out.end()) continue;  // a limit added between the two reads
+    it->by_key.push_back(
+        {row.get<std::string>(1), row.get<std::int64_t>(2), row.get<std::int64_t>(3)});
+  }
   return out;
 }
 

@@ -112,6 +112,9 @@ async function startDaemon() {
     '[http]', 'address = "127.0.0.1"', 'port = 0', 'sample_interval = "300ms"', 'history = "10m"', '',
     // HTTP tasks may call loopback only when allowed; the test's webhooks point at 127.0.0.1.
     '[http_tasks]', 'allow_networks = ["127.0.0.1/32"]', '',
+    // Flow limits high enough never to bind: the page shows their use against them.
+    '[flow.noop]', 'rate = 50', 'rate_period = "1h"', '',
+    '[flow.sql]', 'max_running = 4', 'rate = 100', 'rate_period = "1h"', 'key = "pool"', '',
   ].join('\n'));
   const log = fs.openSync(artifact('sluice-serve.log'), 'w');
   daemon = spawn(args.sluice, ['serve', '--config', config, '--migrate', '--port-file', portFile], {
@@ -211,6 +214,16 @@ async function createTasks() {
   ];
   const ids = {};
   for (const s of specs) ids[s.name] = (await api('/api/v1/tasks', { method: 'POST', body: s })).id;
+  // A graph whose root waits until 2099, so the tasks after it stay blocked while the page looks.
+  const graph = await api('/api/v1/graphs', {
+    method: 'POST',
+    body: { tasks: [
+      { ref: 'root', type: 'noop', name: 'graph-root', schedule: { kind: 'once', at: '2099-01-01T00:00:00Z' } },
+      { ref: 'child', type: 'noop', name: 'graph-child', after: ['root'] },
+      { ref: 'join', type: 'noop', name: 'graph-join', after: ['root', 'child'] },
+    ] },
+  });
+  for (const [ref, id] of Object.entries(graph.tasks)) ids[`graph-${ref}`] = id;
   await waitFor('ping-once to succeed, broken-report to fail and slow-report to finish', async () => {
     const [a, b, c] = await Promise.all(['ping-once', 'broken-report', 'slow-report'].map((n) => api(`/api/v1/tasks/${ids[n]}`)));
     return a.state === 'succeeded' && b.state === 'failed' && c.state === 'succeeded';
@@ -354,6 +367,34 @@ async function run() {
     assert.ok(drawn.server.includes('max_connections'), `server chart plots max_connections: ${JSON.stringify(drawn.server)}`);
     ok(`pool chart drawn (${drawn.points} samples, ${drawn.inUse} in-use and ${drawn.max} max pixels)`);
 
+    // Flow limits: each limited type with its use against its limits, as /api/v1/scheduler
+    // has them (read before and after the page's refresh, so they did not move in between).
+    const readFlowJs = `window.sluiceDashboard.refresh().then(() => [...document.querySelectorAll('#flow tbody tr')].map((tr) => ({
+      type: tr.dataset.key, key: tr.cells[1].textContent, running: tr.querySelector('[data-role="running"]').textContent,
+      rate: tr.querySelector('[data-role="rate"]').textContent })))`;
+    const expectedFlow = (s) => s.flow.flatMap((f) => [{
+      type: f.type, key: f.key || '–',
+      running: f.max_running === null ? '–' : `${f.running} / ${f.max_running}`,
+      rate: f.rate === null ? '–' : `${f.started_in_window} / ${f.rate}`,
+    }, ...(f.by_key || []).map((k) => ({
+      type: `${f.type}\n${k.key}`, key: `= ${k.key}`,
+      running: f.max_running === null ? '–' : `${k.running} / ${f.max_running}`,
+      rate: f.rate === null ? '–' : `${k.started_in_window} / ${f.rate}`,
+    }))]);
+    const flow = await waitFor('a quiet moment to compare the flow table with /api/v1/scheduler', async () => {
+      const first = expectedFlow(await api('/api/v1/scheduler'));
+      const shown = await page.evaluate(readFlowJs);
+      const second = expectedFlow(await api('/api/v1/scheduler'));
+      return JSON.stringify(first) === JSON.stringify(second) ? { want: first, shown } : null;
+    }, 30000, 200);
+    assert.deepStrictEqual(flow.shown, flow.want, 'the flow table shows the API\'s usage');
+    assert.deepStrictEqual(flow.want.map((f) => [f.type, f.key]), [['noop', '–'], ['sql', 'pool'], ['sql\ndefault', '= default']],
+      'both limits are listed, and the one key the sql tasks used');
+    assert.match(flow.want[0].rate, /^[1-9]\d* \/ 50$/, 'the noop starts are counted against the rate');
+    assert.match(flow.want[1].running, /^\d+ \/ 4$/);
+    assert.strictEqual(flow.want[2].rate, flow.want[1].rate.replace(/ .*/, '') + ' / 100', 'every sql start was under the key "default"');
+    ok(`flow limits shown against their use: ${JSON.stringify(flow.shown)}`);
+
     // Attention: the failed task is listed.
     const attention = await page.evaluate(`document.getElementById('attention-list').textContent`);
     assert.ok(attention.includes('broken-report'), `the failed task needs attention: ${attention}`);
@@ -443,6 +484,37 @@ async function run() {
     }
     await pressKey(page, 'Escape');
     ok('no token or payload secret on the page');
+
+    // A task in a graph: its detail lists the tasks it runs after and those after it, with
+    // their states, and each opens its own detail.
+    await page.evaluate(`document.querySelector('#task-table tr[data-key="${ids['graph-child']}"] button[data-role="open"]').click()`);
+    const readDepsJs = `(() => {
+      const items = (id) => [...document.querySelectorAll('#' + id + ' li[data-task-id]')].map((li) => ({
+        id: Number(li.dataset.taskId), text: li.querySelector('button').textContent, state: li.querySelector('.badge').textContent }));
+      return { title: document.getElementById('task-title').textContent, hidden: document.getElementById('task-graph').hidden,
+               up: items('task-upstream'), down: items('task-downstream') };
+    })()`;
+    const deps = await waitFor('the graph-child detail', async () => {
+      const d = await page.evaluate(readDepsJs);
+      return d.title.includes('graph-child') && !d.hidden ? d : null;
+    });
+    assert.deepStrictEqual(deps.up, [{ id: ids['graph-root'], text: `#${ids['graph-root']} graph-root`, state: 'scheduled' }]);
+    assert.deepStrictEqual(deps.down, [{ id: ids['graph-join'], text: `#${ids['graph-join']} graph-join`, state: 'blocked' }]);
+    assert.strictEqual(psql(`SELECT state FROM ${schema}.tasks WHERE id = ${ids['graph-child']}`), 'blocked');
+    await page.evaluate(`document.querySelector('#task-downstream li[data-task-id="${ids['graph-join']}"] button').click()`);
+    const join = await waitFor('the graph-join detail', async () => {
+      const d = await page.evaluate(readDepsJs);
+      return d.title.includes('graph-join') && !d.hidden ? d : null;
+    });
+    assert.deepStrictEqual(join.up.map((u) => [u.id, u.state]), [[ids['graph-root'], 'scheduled'], [ids['graph-child'], 'blocked']]);
+    assert.deepStrictEqual(join.down, []);
+    await page.evaluate(`document.querySelector('#task-table tr[data-key="${ids['ping-once']}"] button[data-role="open"]').click()`);
+    await waitFor('a task outside any graph to hide the dependencies', async () => {
+      const d = await page.evaluate(readDepsJs);
+      return d.title.includes('ping-once') && d.hidden;
+    });
+    await pressKey(page, 'Escape');
+    ok('a task\'s detail shows its upstream and downstream tasks, and they open their own detail');
 
     await page.evaluate('window.sluiceDashboard.refresh()');
     assert.deepStrictEqual(problems, [], 'no console errors during the whole test');

@@ -252,6 +252,52 @@ TEST_F(HttpApi, GraphsAreAddedInOneGoAndRunInOrder) {
   EXPECT_EQ(task_count(), before);
 }
 
+// GET /api/v1/tasks/{id} names the tasks a task runs after ("upstream") and the tasks that run
+// after it ("downstream"), each with its id, name, type and state.
+TEST_F(HttpApi, TaskDetailShowsUpstreamAndDownstream) {
+  // "root" is due in a day, so the other two stay blocked while the test looks.
+  const json graph = {
+      {"tasks",
+       {{{"ref", "root"},
+         {"type", "noop"},
+         {"name", "flow-root"},
+         {"schedule", {{"kind", "once"}, {"at", "2099-01-01T00:00:00Z"}}}},
+        {{"ref", "left"}, {"type", "noop"}, {"name", "flow-left"}, {"after", {"root"}}},
+        {{"ref", "join"}, {"type", "noop"}, {"after", {"root", "left"}}}}}};
+  const auto r = post("/api/v1/graphs", graph.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json ids = body(r)["tasks"];
+  const auto root = ids.value("root", std::int64_t{0});
+  const auto left = ids.value("left", std::int64_t{0});
+  const auto join = ids.value("join", std::int64_t{0});
+  ASSERT_GT(root, 0);
+
+  const json root_json = body(get("/api/v1/tasks/" + std::to_string(root)));
+  EXPECT_EQ(root_json["upstream"], json::array());
+  ASSERT_EQ(root_json["downstream"].size(), 2U) << root_json.dump();
+  EXPECT_EQ(root_json["downstream"][0],
+            (json{{"id", left}, {"name", "flow-left"}, {"type", "noop"}, {"state", "blocked"}}));
+  EXPECT_EQ(root_json["downstream"][1],
+            (json{{"id", join}, {"name", nullptr}, {"type", "noop"}, {"state", "blocked"}}));
+
+  const json join_json = body(get("/api/v1/tasks/" + std::to_string(join)));
+  EXPECT_EQ(join_json["downstream"], json::array());
+  ASSERT_EQ(join_json["upstream"].size(), 2U) << join_json.dump();
+  EXPECT_EQ(join_json["upstream"][0]["id"], root);
+  EXPECT_EQ(join_json["upstream"][0]["name"], "flow-root");
+  EXPECT_EQ(join_json["upstream"][0]["state"], "scheduled");
+  EXPECT_EQ(join_json["upstream"][1]["id"], left);
+  EXPECT_EQ(join_json["upstream"][1]["state"], "blocked");
+
+  // A task outside any graph has empty lists, not missing ones.
+  const auto plain = post("/api/v1/tasks", json{{"type", "noop"}}.dump());
+  ASSERT_EQ(plain.status, 201) << plain.body;
+  const json plain_json =
+      body(get("/api/v1/tasks/" + std::to_string(body(plain)["id"].get<std::int64_t>())));
+  EXPECT_EQ(plain_json["upstream"], json::array());
+  EXPECT_EQ(plain_json["downstream"], json::array());
+}
+
 }  // namespace
 
 TEST_F(HttpApi, HealthIsAlwaysAnsweredWithoutTheDatabase) {
@@ -436,6 +482,43 @@ TEST_F(HttpApi, Scheduler) {
   EXPECT_TRUE(j["queues"].is_array());
 }
 
+// GET /api/v1/scheduler's flow: each limit with its use, and for a limit counted per key the
+// use of each key.
+TEST_F(HttpApi, SchedulerShowsFlowUsagePerKey) {
+  env_->store().set_flow_limits({{"noop", sched::flow_limit::starts(100, 1h, "customer")},
+                                 {"slow.report", sched::flow_limit::running(7)}});
+  std::vector<std::int64_t> ids;
+  for (const auto* customer : {"acme", "acme", "bolt"}) {
+    const auto r =
+        post("/api/v1/tasks", json{{"type", "noop"}, {"payload", {{"customer", customer}}}}.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(body(r)["id"].get<std::int64_t>());
+  }
+  for (const auto id : ids)
+    ASSERT_TRUE(test::wait_for_state(env_->store(), id, sched::task_state::succeeded, 20s));
+
+  const json flow = body(get("/api/v1/scheduler"))["flow"];
+  ASSERT_EQ(flow.size(), 2U) << flow.dump();
+  EXPECT_EQ(flow[0], (json{{"type", "noop"},
+                           {"running", 0},
+                           {"max_running", nullptr},
+                           {"rate", 100},
+                           {"rate_period_ms", 3600000},
+                           {"started_in_window", 3},
+                           {"key", "customer"},
+                           {"by_key",
+                            {{{"key", "acme"}, {"running", 0}, {"started_in_window", 2}},
+                             {{"key", "bolt"}, {"running", 0}, {"started_in_window", 1}}}}}));
+  // A limit per type has no by_key.
+  EXPECT_EQ(flow[1], (json{{"type", "slow.report"},
+                           {"running", 0},
+                           {"max_running", 7},
+                           {"rate", nullptr},
+                           {"rate_period_ms", nullptr},
+                           {"started_in_window", 0},
+                           {"key", nullptr}}));
+}
+
 TEST_F(HttpApi, CyclesArePaged) {
   ASSERT_TRUE(test::eventually(
       [&] { return env_->scalar("SELECT count(*) FROM " + env_->q("cycles")) >= 5; }, 20s));
@@ -487,7 +570,13 @@ TEST_F(HttpApi, TaskLifecycle) {
   EXPECT_EQ(created["created_at"].get<std::string>().back(), 'Z');
 
   const std::string path = "/api/v1/tasks/" + std::to_string(id);
-  EXPECT_EQ(body(get(path)), created);
+  // GET adds the task's place in a graph (none here) to what POST answered.
+  json detail = body(get(path));
+  EXPECT_EQ(detail["upstream"], json::array());
+  EXPECT_EQ(detail["downstream"], json::array());
+  detail.erase("upstream");
+  detail.erase("downstream");
+  EXPECT_EQ(detail, created);
 
   auto changed = post(path + "/pause", "");
   ASSERT_EQ(changed.status, 200) << changed.body;

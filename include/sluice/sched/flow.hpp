@@ -34,12 +34,22 @@ struct flow_limit {
   bool operator==(const flow_limit&) const = default;
 };
 
+// How much of a limit counted per key one key uses.
+struct flow_key_usage {
+  std::string key;  // the payload field's value; empty for tasks without it
+  std::int64_t running = 0;
+  std::int64_t started_in_window = 0;
+};
+
 // What the database holds now for a limited type: the limit and how much of it is in use.
 struct flow_usage {
   std::string type;
   flow_limit limit;
   std::int64_t running = 0;            // running now (all keys together)
   std::int64_t started_in_window = 0;  // starts counted in the current rate window
+  // With limit.key set: the keys in use now (running or started in the window), busiest
+  // first, at most 20. Empty for a limit per type.
+  std::vector<flow_key_usage> by_key;
 };
 
 // What a blocked task does when a task it runs after fails or is cancelled.
