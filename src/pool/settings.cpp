@@ -1,20 +1,16 @@
 #include "sluice/pool/settings.hpp"
 
+#include <array>
 #include <charconv>
 #include <string>
+
+#include "sluice/enum_names.hpp"
 
 namespace sluice::pool {
 
 std::string_view to_string(reset_mode mode) noexcept {
-  switch (mode) {
-    case reset_mode::none:
-      return "none";
-    case reset_mode::rollback:
-      return "rollback";
-    case reset_mode::discard_all:
-      return "discard_all";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 3> names{"none", "rollback", "discard_all"};
+  return enum_name<reset_mode::discard_all>(mode, names);
 }
 
 reset_mode parse_reset_mode(std::string_view text, std::string_view key) {

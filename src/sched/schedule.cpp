@@ -10,6 +10,8 @@
 
 #include <date/date.h>
 
+#include "sluice/enum_names.hpp"
+
 namespace sluice::sched {
 namespace {
 
@@ -103,15 +105,8 @@ schedule parse_interval_spec(std::string_view spec) {
 }  // namespace
 
 std::string_view to_string(schedule_kind kind) noexcept {
-  switch (kind) {
-    case schedule_kind::once:
-      return "once";
-    case schedule_kind::interval:
-      return "interval";
-    case schedule_kind::cron:
-      return "cron";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 3> names{"once", "interval", "cron"};
+  return enum_name<schedule_kind::cron>(kind, names);
 }
 
 schedule_kind parse_schedule_kind(std::string_view text) {
@@ -385,15 +380,8 @@ bool operator==(const schedule& a, const schedule& b) noexcept {
 }
 
 std::string_view to_string(misfire_policy policy) noexcept {
-  switch (policy) {
-    case misfire_policy::coalesce:
-      return "coalesce";
-    case misfire_policy::catch_up:
-      return "catch_up";
-    case misfire_policy::skip:
-      return "skip";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 3> names{"coalesce", "catch_up", "skip"};
+  return enum_name<misfire_policy::skip>(policy, names);
 }
 
 misfire_policy parse_misfire_policy(std::string_view text) {

@@ -1,34 +1,20 @@
 #include "sluice/sched/task.hpp"
 
+#include <array>
 #include <chrono>
 #include <regex>
 #include <stdexcept>
 #include <string>
 
+#include "sluice/enum_names.hpp"
+
 namespace sluice::sched {
 
 std::string_view to_string(task_state s) noexcept {
-  switch (s) {
-    case task_state::scheduled:
-      return "scheduled";
-    case task_state::available:
-      return "available";
-    case task_state::running:
-      return "running";
-    case task_state::retryable:
-      return "retryable";
-    case task_state::succeeded:
-      return "succeeded";
-    case task_state::failed:
-      return "failed";
-    case task_state::cancelled:
-      return "cancelled";
-    case task_state::paused:
-      return "paused";
-    case task_state::blocked:
-      return "blocked";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 9> names{"scheduled", "available", "running",
+                                                         "retryable", "succeeded", "failed",
+                                                         "cancelled", "paused",    "blocked"};
+  return enum_name<task_state::blocked>(s, names);
 }
 
 task_state parse_task_state(std::string_view text) {
