@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 #include <string_view>
 
 namespace sluice {
@@ -18,6 +19,17 @@ template <auto Last, std::size_t N>
   static_assert(N == static_cast<std::size_t>(Last) + 1, "one name per enumerator, in order");
   const auto i = static_cast<std::size_t>(value);
   return i < N ? names[i] : fallback;
+}
+
+// The enumerator named `text` in `names` (the same table as for enum_name), or nullopt. The
+// comparison is exact: a caller that accepts other spellings folds them before asking.
+template <class Enum, std::size_t N>
+[[nodiscard]] constexpr std::optional<Enum> enum_from_name(
+    const std::array<std::string_view, N>& names, std::string_view text) noexcept {
+  for (std::size_t i = 0; i < N; ++i) {
+    if (names[i] == text) return static_cast<Enum>(i);
+  }
+  return std::nullopt;
 }
 
 }  // namespace sluice

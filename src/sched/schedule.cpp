@@ -104,16 +104,18 @@ schedule parse_interval_spec(std::string_view spec) {
 
 }  // namespace
 
+namespace {
+constexpr std::array<std::string_view, 3> kind_names{"once", "interval", "cron"};
+}  // namespace
+
 std::string_view to_string(schedule_kind kind) noexcept {
-  static constexpr std::array<std::string_view, 3> names{"once", "interval", "cron"};
-  return enum_name<schedule_kind::cron>(kind, names);
+  return enum_name<schedule_kind::cron>(kind, kind_names);
 }
 
 schedule_kind parse_schedule_kind(std::string_view text) {
   const auto k = lower(text);
-  if (k == "once") return schedule_kind::once;
-  if (k == "interval" || k == "every") return schedule_kind::interval;
-  if (k == "cron") return schedule_kind::cron;
+  if (k == "every") return schedule_kind::interval;
+  if (const auto kind = enum_from_name<schedule_kind>(kind_names, k)) return *kind;
   throw schedule_error("schedule: kind " + quoted(text) + " is not one of once, interval, cron");
 }
 
@@ -379,16 +381,18 @@ bool operator==(const schedule& a, const schedule& b) noexcept {
   return a.value_ == b.value_;
 }
 
+namespace {
+constexpr std::array<std::string_view, 3> policy_names{"coalesce", "catch_up", "skip"};
+}  // namespace
+
 std::string_view to_string(misfire_policy policy) noexcept {
-  static constexpr std::array<std::string_view, 3> names{"coalesce", "catch_up", "skip"};
-  return enum_name<misfire_policy::skip>(policy, names);
+  return enum_name<misfire_policy::skip>(policy, policy_names);
 }
 
 misfire_policy parse_misfire_policy(std::string_view text) {
   const auto p = lower(text);
-  if (p == "coalesce") return misfire_policy::coalesce;
-  if (p == "catch_up" || p == "catch-up") return misfire_policy::catch_up;
-  if (p == "skip") return misfire_policy::skip;
+  if (p == "catch-up") return misfire_policy::catch_up;
+  if (const auto policy = enum_from_name<misfire_policy>(policy_names, p)) return *policy;
   throw schedule_error("misfire policy " + quoted(text) +
                        " is not one of coalesce, catch_up, skip");
 }

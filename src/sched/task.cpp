@@ -10,19 +10,18 @@
 
 namespace sluice::sched {
 
+namespace {
+constexpr std::array<std::string_view, 9> state_names{"scheduled", "available", "running",
+                                                      "retryable", "succeeded", "failed",
+                                                      "cancelled", "paused",    "blocked"};
+}  // namespace
+
 std::string_view to_string(task_state s) noexcept {
-  static constexpr std::array<std::string_view, 9> names{"scheduled", "available", "running",
-                                                         "retryable", "succeeded", "failed",
-                                                         "cancelled", "paused",    "blocked"};
-  return enum_name<task_state::blocked>(s, names);
+  return enum_name<task_state::blocked>(s, state_names);
 }
 
 task_state parse_task_state(std::string_view text) {
-  for (const auto s : {task_state::scheduled, task_state::available, task_state::running,
-                       task_state::retryable, task_state::succeeded, task_state::failed,
-                       task_state::cancelled, task_state::paused, task_state::blocked}) {
-    if (to_string(s) == text) return s;
-  }
+  if (const auto s = enum_from_name<task_state>(state_names, text)) return *s;
   throw std::invalid_argument(
       "unknown task state '" + std::string(text) +
       "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused, "

@@ -3,6 +3,8 @@
 #include "sluice/enum_names.hpp"
 
 #include <array>
+#include <optional>
+#include <stdexcept>
 #include <string_view>
 
 #include <gtest/gtest.h>
@@ -33,6 +35,38 @@ TEST(EnumNames, AValueOutsideTheEnumGivesTheFallback) {
 
 TEST(EnumNames, IsUsableAtCompileTime) {
   static_assert(sluice::enum_name<colour::blue>(colour::green, colour_names) == "green");
+}
+
+TEST(EnumNames, FindsAnEnumeratorByItsExactName) {
+  EXPECT_EQ(sluice::enum_from_name<colour>(colour_names, "red"), colour::red);
+  EXPECT_EQ(sluice::enum_from_name<colour>(colour_names, "blue"), colour::blue);
+  EXPECT_EQ(sluice::enum_from_name<colour>(colour_names, "Blue"), std::nullopt);
+  EXPECT_EQ(sluice::enum_from_name<colour>(colour_names, ""), std::nullopt);
+  EXPECT_EQ(sluice::enum_from_name<colour>(colour_names, "blues"), std::nullopt);
+}
+
+TEST(EnumNames, ParsersKeepTheirSpellingsAndMessages) {
+  using namespace sluice;
+  EXPECT_EQ(sched::parse_schedule_kind("EVERY"), sched::schedule_kind::interval);
+  EXPECT_EQ(sched::parse_schedule_kind("Cron"), sched::schedule_kind::cron);
+  EXPECT_EQ(sched::parse_misfire_policy("catch-up"), sched::misfire_policy::catch_up);
+  EXPECT_EQ(sched::parse_misfire_policy("SKIP"), sched::misfire_policy::skip);
+  EXPECT_EQ(sched::parse_task_state("paused"), sched::task_state::paused);
+  EXPECT_EQ(pool::parse_reset_mode("discard_all"), pool::reset_mode::discard_all);
+  try {
+    (void)pool::parse_reset_mode("Rollback", "pool.reset");
+    FAIL() << "a reset mode is matched exactly";
+  } catch (const pool::settings_error& e) {
+    EXPECT_STREQ(e.what(), "pool.reset: 'Rollback' is not one of none, rollback, discard_all");
+  }
+  try {
+    (void)sched::parse_task_state("Paused");
+    FAIL() << "a task state is matched exactly";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(),
+                 "unknown task state 'Paused' (scheduled, available, running, retryable, "
+                 "succeeded, failed, cancelled, paused, blocked)");
+  }
 }
 
 TEST(EnumNames, EveryLibraryEnumKeepsItsNames) {
