@@ -105,7 +105,25 @@ schedule parse_interval_spec(std::string_view spec) {
 }  // namespace
 
 namespace {
+
 constexpr std::array<std::string_view, 3> kind_names{"once", "interval", "cron"};
+constexpr std::array<std::string_view, 3> policy_names{"coalesce", "catch_up", "skip"};
+
+// The enumerator `names` spells as `text`, case-insensitively, or `alias_of` for `alias`;
+// otherwise schedule_error "<what> '<text>' is not one of <names>".
+template <class Enum, std::size_t N>
+Enum parse_name(std::string_view what, std::string_view text,
+                const std::array<std::string_view, N>& names, std::string_view alias,
+                Enum alias_of) {
+  const auto folded = lower(text);
+  if (folded == alias) return alias_of;
+  if (const auto e = enum_from_name<Enum>(names, folded)) return *e;
+  std::string list;
+  for (const auto name : names)
+    list += (list.empty() ? "" : ", ") + std::string{name};
+  throw schedule_error(std::string{what} + " " + quoted(text) + " is not one of " + list);
+}
+
 }  // namespace
 
 std::string_view to_string(schedule_kind kind) noexcept {
@@ -113,10 +131,7 @@ std::string_view to_string(schedule_kind kind) noexcept {
 }
 
 schedule_kind parse_schedule_kind(std::string_view text) {
-  const auto k = lower(text);
-  if (k == "every") return schedule_kind::interval;
-  if (const auto kind = enum_from_name<schedule_kind>(kind_names, k)) return *kind;
-  throw schedule_error("schedule: kind " + quoted(text) + " is not one of once, interval, cron");
+  return parse_name("schedule: kind", text, kind_names, "every", schedule_kind::interval);
 }
 
 std::string format_timestamp(time_point t) {
@@ -381,20 +396,12 @@ bool operator==(const schedule& a, const schedule& b) noexcept {
   return a.value_ == b.value_;
 }
 
-namespace {
-constexpr std::array<std::string_view, 3> policy_names{"coalesce", "catch_up", "skip"};
-}  // namespace
-
 std::string_view to_string(misfire_policy policy) noexcept {
   return enum_name<misfire_policy::skip>(policy, policy_names);
 }
 
 misfire_policy parse_misfire_policy(std::string_view text) {
-  const auto p = lower(text);
-  if (p == "catch-up") return misfire_policy::catch_up;
-  if (const auto policy = enum_from_name<misfire_policy>(policy_names, p)) return *policy;
-  throw schedule_error("misfire policy " + quoted(text) +
-                       " is not one of coalesce, catch_up, skip");
+  return parse_name("misfire policy", text, policy_names, "catch-up", misfire_policy::catch_up);
 }
 
 namespace {

@@ -60,6 +60,18 @@ TEST(EnumNames, ParsersKeepTheirSpellingsAndMessages) {
     EXPECT_STREQ(e.what(), "pool.reset: 'Rollback' is not one of none, rollback, discard_all");
   }
   try {
+    (void)sched::parse_schedule_kind("weekly");
+    FAIL() << "weekly is no schedule kind";
+  } catch (const sched::schedule_error& e) {
+    EXPECT_STREQ(e.what(), "schedule: kind 'weekly' is not one of once, interval, cron");
+  }
+  try {
+    (void)sched::parse_misfire_policy("Later");
+    FAIL() << "later is no misfire policy";
+  } catch (const sched::schedule_error& e) {
+    EXPECT_STREQ(e.what(), "misfire policy 'Later' is not one of coalesce, catch_up, skip");
+  }
+  try {
     (void)sched::parse_task_state("Paused");
     FAIL() << "a task state is matched exactly";
   } catch (const std::invalid_argument& e) {
