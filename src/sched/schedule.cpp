@@ -10,6 +10,7 @@
 
 #include <date/date.h>
 
+#include "sched/util.hpp"
 #include "sluice/enum_names.hpp"
 
 namespace sluice::sched {
@@ -18,12 +19,7 @@ namespace {
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using detail::lower;
 
 std::string quoted(std::string_view s) {
   return "'" + std::string{s} + "'";
