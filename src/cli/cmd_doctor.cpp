@@ -5,6 +5,7 @@
 // on a node that is gone.
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
+#include "sluice/enum_names.hpp"
 #include "sluice/pool/manager.hpp"
 
 namespace sluice::cli {
@@ -63,15 +65,8 @@ class checklist {
 };
 
 std::string_view label(verdict v) {
-  switch (v) {
-    case verdict::ok:
-      return "ok";
-    case verdict::problem:
-      return "PROBLEM";
-    case verdict::skipped:
-      return "skipped";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 3> names{"ok", "PROBLEM", "skipped"};
+  return enum_name<verdict::skipped>(v, names);
 }
 
 std::string seconds_text(double s) {

@@ -108,6 +108,14 @@ void exposition_writer::sample(std::string_view name, const labels& l, std::int6
 
 namespace {
 
+// A family with one sample and no labels.
+template <class Value>
+void single(exposition_writer& w, std::string_view name, std::string_view type,
+            std::string_view help, Value value) {
+  w.family(name, type, help);
+  w.sample(name, {}, value);
+}
+
 using labels = exposition_writer::labels;
 
 constexpr std::array<sched::task_state, 9> all_states{
@@ -207,9 +215,8 @@ void pool_metrics(exposition_writer& w, const std::vector<pool::pool_stats>& poo
 
 void server_metrics(exposition_writer& w, const history_sample& s) {
   if (!s.max_connections) return;
-  w.family("sluice_server_max_connections", "gauge",
-           "The PostgreSQL server's max_connections, as last sampled.");
-  w.sample("sluice_server_max_connections", {}, *s.max_connections);
+  single(w, "sluice_server_max_connections", "gauge",
+         "The PostgreSQL server's max_connections, as last sampled.", *s.max_connections);
   w.family("sluice_server_connections", "gauge",
            "Server connections (pg_stat_activity) by application_name of sluice's pools, as "
            "last sampled; counts every process sharing those names.");
@@ -224,26 +231,21 @@ void scheduler_metrics(exposition_writer& w, const metrics_snapshot& m) {
                         sched::scheduler_state::draining}) {
     w.sample("sluice_scheduler_state", {{"state", sched::to_string(st)}}, st == s.state ? 1 : 0);
   }
-  w.family("sluice_scheduler_leader", "gauge", "1 while this node holds the leader lease.");
-  w.sample("sluice_scheduler_leader", {}, s.leader ? 1 : 0);
-  w.family("sluice_scheduler_cycles_total", "counter",
-           "Check cycles this node ran since it started.");
-  w.sample("sluice_scheduler_cycles_total", {}, s.cycles);
-  w.family("sluice_scheduler_cycle_errors_total", "counter",
-           "Check cycles of this node that failed (nothing of them committed).");
-  w.sample("sluice_scheduler_cycle_errors_total", {}, s.cycle_errors);
+  single(w, "sluice_scheduler_leader", "gauge", "1 while this node holds the leader lease.",
+         s.leader ? 1 : 0);
+  single(w, "sluice_scheduler_cycles_total", "counter",
+         "Check cycles this node ran since it started.", s.cycles);
+  single(w, "sluice_scheduler_cycle_errors_total", "counter",
+         "Check cycles of this node that failed (nothing of them committed).", s.cycle_errors);
   if (m.last_cycle_age_s) {
-    w.family("sluice_scheduler_last_cycle_age_seconds", "gauge",
-             "Seconds since this node's last check cycle ended.");
-    w.sample("sluice_scheduler_last_cycle_age_seconds", {}, *m.last_cycle_age_s);
+    single(w, "sluice_scheduler_last_cycle_age_seconds", "gauge",
+           "Seconds since this node's last check cycle ended.", *m.last_cycle_age_s);
   }
-  w.family("sluice_scheduler_workers", "gauge", "Handler threads of this node.");
-  w.sample("sluice_scheduler_workers", {}, s.workers);
-  w.family("sluice_scheduler_running_handlers", "gauge", "Handlers running on this node now.");
-  w.sample("sluice_scheduler_running_handlers", {}, s.running);
-  w.family("sluice_scheduler_stuck_handlers", "gauge",
-           "Handlers past their timeout plus stuck_grace that have not returned.");
-  w.sample("sluice_scheduler_stuck_handlers", {}, s.stuck);
+  single(w, "sluice_scheduler_workers", "gauge", "Handler threads of this node.", s.workers);
+  single(w, "sluice_scheduler_running_handlers", "gauge", "Handlers running on this node now.",
+         s.running);
+  single(w, "sluice_scheduler_stuck_handlers", "gauge",
+         "Handlers past their timeout plus stuck_grace that have not returned.", s.stuck);
 }
 
 void cluster_metrics(exposition_writer& w, const metrics_snapshot& m) {
@@ -281,9 +283,9 @@ void cluster_metrics(exposition_writer& w, const metrics_snapshot& m) {
              "Tasks claimed by every node, by type (cluster-wide, from the database).");
     per_type("sluice_task_fires_skipped_total", "skipped",
              "Fire times dropped by a misfire policy, by type (cluster-wide, from the database).");
-    w.family("sluice_cluster_cycles_total", "counter",
-             "Check cycles recorded by every node (cluster-wide, from the database).");
-    w.sample("sluice_cluster_cycles_total", {}, st.total("cycles"));
+    single(w, "sluice_cluster_cycles_total", "counter",
+           "Check cycles recorded by every node (cluster-wide, from the database).",
+           st.total("cycles"));
   }
   if (m.queues) {
     w.family("sluice_queue_tasks", "gauge", "Tasks in the database by type and state.");
@@ -325,21 +327,19 @@ void cluster_metrics(exposition_writer& w, const metrics_snapshot& m) {
     int alive = 0;
     for (const auto& n : *m.nodes)
       alive += n.alive ? 1 : 0;
-    w.family("sluice_cluster_nodes_alive", "gauge",
-             "Scheduler nodes whose heartbeat has not expired.");
-    w.sample("sluice_cluster_nodes_alive", {}, alive);
+    single(w, "sluice_cluster_nodes_alive", "gauge",
+           "Scheduler nodes whose heartbeat has not expired.", alive);
   }
 }
 
 void http_metrics(exposition_writer& w, const transport_stats& s, std::size_t max_connections) {
-  w.family("sluice_http_connections", "gauge", "Client connections open to the HTTP API now.");
-  w.sample("sluice_http_connections", {}, s.open);
-  w.family("sluice_http_max_connections", "gauge",
-           "http.max_connections: client connections kept open at most (besides the reserve).");
-  w.sample("sluice_http_max_connections", {}, static_cast<std::uint64_t>(max_connections));
-  w.family("sluice_http_connections_accepted_total", "counter",
-           "Client connections accepted by the HTTP API.");
-  w.sample("sluice_http_connections_accepted_total", {}, s.accepted);
+  single(w, "sluice_http_connections", "gauge", "Client connections open to the HTTP API now.",
+         s.open);
+  single(w, "sluice_http_max_connections", "gauge",
+         "http.max_connections: client connections kept open at most (besides the reserve).",
+         static_cast<std::uint64_t>(max_connections));
+  single(w, "sluice_http_connections_accepted_total", "counter",
+         "Client connections accepted by the HTTP API.", s.accepted);
   w.family("sluice_http_connections_dropped_total", "counter",
            "Client connections the HTTP API ended early, by reason: evicted (the oldest idle or "
            "slow one, closed to make room at max_connections), refused (no room at all), "
@@ -347,18 +347,18 @@ void http_metrics(exposition_writer& w, const transport_stats& s, std::size_t ma
   w.sample("sluice_http_connections_dropped_total", {{"reason", "evicted"}}, s.evicted);
   w.sample("sluice_http_connections_dropped_total", {{"reason", "refused"}}, s.refused);
   w.sample("sluice_http_connections_dropped_total", {{"reason", "timed_out"}}, s.timed_out);
-  w.family("sluice_http_connections_reserved_total", "counter",
-           "Connections taken on the reserve, which answers only /health and /ready, because "
-           "max_connections were open and none could be closed.");
-  w.sample("sluice_http_connections_reserved_total", {}, s.reserved);
-  w.family("sluice_http_requests_total", "counter",
-           "Requests whose header the HTTP API parsed: answered by a handler, or refused for "
-           "their host, route, method, token, parameters or Content-Type.");
-  w.sample("sluice_http_requests_total", {}, s.requests);
-  w.family("sluice_http_malformed_requests_total", "counter",
-           "Requests the HTTP transport refused itself: broken framing, a header or body over "
-           "its limit, a target that is not a valid path.");
-  w.sample("sluice_http_malformed_requests_total", {}, s.bad_requests);
+  single(w, "sluice_http_connections_reserved_total", "counter",
+         "Connections taken on the reserve, which answers only /health and /ready, because "
+         "max_connections were open and none could be closed.",
+         s.reserved);
+  single(w, "sluice_http_requests_total", "counter",
+         "Requests whose header the HTTP API parsed: answered by a handler, or refused for "
+         "their host, route, method, token, parameters or Content-Type.",
+         s.requests);
+  single(w, "sluice_http_malformed_requests_total", "counter",
+         "Requests the HTTP transport refused itself: broken framing, a header or body over "
+         "its limit, a target that is not a valid path.",
+         s.bad_requests);
 }
 
 }  // namespace
@@ -367,12 +367,11 @@ std::string render_metrics(const metrics_snapshot& m) {
   exposition_writer w;
   w.family("sluice_build_info", "gauge", "Always 1; the version label names the running build.");
   w.sample("sluice_build_info", {{"version", m.version}}, 1);
-  w.family("sluice_uptime_seconds", "gauge", "Seconds since the daemon started.");
-  w.sample("sluice_uptime_seconds", {}, m.uptime_s);
-  w.family("sluice_metrics_database_ok", "gauge",
-           "1 when this scrape could read the scheduler's tables; 0 means the cluster-wide "
-           "families are missing from it.");
-  w.sample("sluice_metrics_database_ok", {}, m.database_ok ? 1 : 0);
+  single(w, "sluice_uptime_seconds", "gauge", "Seconds since the daemon started.", m.uptime_s);
+  single(w, "sluice_metrics_database_ok", "gauge",
+         "1 when this scrape could read the scheduler's tables; 0 means the cluster-wide "
+         "families are missing from it.",
+         m.database_ok ? 1 : 0);
   pool_metrics(w, m.pools);
   if (m.server) server_metrics(w, *m.server);
   if (m.http) http_metrics(w, *m.http, m.http_max_connections);

@@ -1,6 +1,7 @@
 #include "sluice/pg/connection.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include "sluice/enum_names.hpp"
 #include "sluice/log.hpp"
 #include "sluice/pg/conninfo.hpp"
 
@@ -165,19 +167,9 @@ std::string default_startup_options() {
 }  // namespace
 
 std::string_view to_string(transaction_status s) noexcept {
-  switch (s) {
-    case transaction_status::idle:
-      return "idle";
-    case transaction_status::active:
-      return "active";
-    case transaction_status::in_transaction:
-      return "in_transaction";
-    case transaction_status::in_error:
-      return "in_error";
-    case transaction_status::unknown:
-      return "unknown";
-  }
-  return "unknown";
+  static constexpr std::array<std::string_view, 5> names{"idle", "active", "in_transaction",
+                                                         "in_error", "unknown"};
+  return enum_name<transaction_status::unknown>(s, names, "unknown");
 }
 
 // ---- cancel_handle ----

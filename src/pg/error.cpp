@@ -5,6 +5,8 @@
 #include <string_view>
 #include <utility>
 
+#include "sluice/enum_names.hpp"
+
 namespace sluice {
 
 error::~error() = default;
@@ -81,21 +83,10 @@ bool sqlstate_outcome_unknown(std::string_view sqlstate) noexcept {
 }
 
 std::string_view to_string(error_kind kind) noexcept {
-  switch (kind) {
-    case error_kind::ordinary:
-      return "ordinary";
-    case error_kind::query_canceled:
-      return "query_canceled";
-    case error_kind::poisoning:
-      return "poisoning";
-    case error_kind::back_pressure:
-      return "back_pressure";
-    case error_kind::retry_transaction:
-      return "retry_transaction";
-    case error_kind::outcome_unknown:
-      return "outcome_unknown";
-  }
-  return "unknown";
+  static constexpr std::array<std::string_view, 6> names{"ordinary",          "query_canceled",
+                                                         "poisoning",         "back_pressure",
+                                                         "retry_transaction", "outcome_unknown"};
+  return enum_name<error_kind::outcome_unknown>(kind, names, "unknown");
 }
 
 std::string sqlstate_from_message(std::string_view message) {

@@ -1,8 +1,11 @@
 #include "sluice/log.hpp"
 
+#include <array>
 #include <cstdio>
 #include <memory>
 #include <mutex>
+
+#include "sluice/enum_names.hpp"
 
 namespace sluice {
 namespace {
@@ -14,17 +17,8 @@ std::shared_ptr<const log_sink> current_sink;  // guarded by sink_mutex
 }  // namespace
 
 std::string_view to_string(log_level level) noexcept {
-  switch (level) {
-    case log_level::debug:
-      return "debug";
-    case log_level::info:
-      return "info";
-    case log_level::warn:
-      return "warn";
-    case log_level::error:
-      return "error";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 4> names{"debug", "info", "warn", "error"};
+  return enum_name<log_level::error>(level, names);
 }
 
 void set_log_sink(log_sink sink) {

@@ -1,26 +1,23 @@
 #include "sluice/pool/settings.hpp"
 
+#include <array>
 #include <charconv>
 #include <string>
 
+#include "sluice/enum_names.hpp"
+
 namespace sluice::pool {
 
+namespace {
+constexpr std::array<std::string_view, 3> reset_mode_names{"none", "rollback", "discard_all"};
+}  // namespace
+
 std::string_view to_string(reset_mode mode) noexcept {
-  switch (mode) {
-    case reset_mode::none:
-      return "none";
-    case reset_mode::rollback:
-      return "rollback";
-    case reset_mode::discard_all:
-      return "discard_all";
-  }
-  return "?";
+  return enum_name<reset_mode::discard_all>(mode, reset_mode_names);
 }
 
 reset_mode parse_reset_mode(std::string_view text, std::string_view key) {
-  if (text == "none") return reset_mode::none;
-  if (text == "rollback") return reset_mode::rollback;
-  if (text == "discard_all") return reset_mode::discard_all;
+  if (const auto mode = enum_from_name<reset_mode>(reset_mode_names, text)) return *mode;
   throw settings_error(std::string(key) + ": '" + std::string(text) +
                        "' is not one of none, rollback, discard_all");
 }

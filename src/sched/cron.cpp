@@ -9,6 +9,7 @@
 
 #include <date/date.h>
 
+#include "sched/util.hpp"
 #include "sched/zone.hpp"
 
 namespace sluice::sched {
@@ -66,12 +67,7 @@ std::string upper(std::string_view s) {
   return out;
 }
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using detail::lower;
 
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';

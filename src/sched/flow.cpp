@@ -215,20 +215,26 @@ std::vector<std::int64_t> store::add_graph(const std::vector<graph_task>& graph)
   return ids;
 }
 
-std::vector<std::int64_t> store::upstream_of(std::int64_t id) {
-  auto lease = lane_.acquire();
+namespace {
+
+// The task ids (first column) of the rows `sql` returns for task `id`.
+std::vector<std::int64_t> task_ids(pg::connection& c, std::string_view sql, std::int64_t id) {
   std::vector<std::int64_t> out;
-  for (const auto row : lease->query_cached(with_schema(queries::upstream_of, schema_), id))
+  for (const auto row : c.query_cached(sql, id))
     out.push_back(row.get<std::int64_t>(0));
   return out;
 }
 
+}  // namespace
+
+std::vector<std::int64_t> store::upstream_of(std::int64_t id) {
+  auto lease = lane_.acquire();
+  return task_ids(*lease, with_schema(queries::upstream_of, schema_), id);
+}
+
 std::vector<std::int64_t> store::downstream_of(std::int64_t id) {
   auto lease = lane_.acquire();
-  std::vector<std::int64_t> out;
-  for (const auto row : lease->query_cached(with_schema(queries::downstream_of, schema_), id))
-    out.push_back(row.get<std::int64_t>(0));
-  return out;
+  return task_ids(*lease, with_schema(queries::downstream_of, schema_), id);
 }
 
 void store::set_flow_limits(const std::map<std::string, flow_limit>& limits) {

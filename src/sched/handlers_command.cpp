@@ -126,39 +126,32 @@ ssize_t write_without_sigpipe(int fd, const char* data, std::size_t size) {
   return n;
 }
 
-class spawn_attributes {
+// A posix_spawn attribute or file-actions object: initialised on construction (throwing
+// std::system_error naming `InitName` when that fails), destroyed with it.
+template <class T, int (*Init)(T*), int (*Destroy)(T*), const char* InitName>
+class spawn_object {
  public:
-  spawn_attributes() {
-    if (const int rc = posix_spawnattr_init(&attr_); rc != 0)
-      throw std::system_error(rc, std::generic_category(), "posix_spawnattr_init");
+  spawn_object() {
+    if (const int rc = Init(&value_); rc != 0)
+      throw std::system_error(rc, std::generic_category(), InitName);
   }
-  spawn_attributes(const spawn_attributes&) = delete;
-  spawn_attributes& operator=(const spawn_attributes&) = delete;
-  spawn_attributes(spawn_attributes&&) = delete;
-  spawn_attributes& operator=(spawn_attributes&&) = delete;
-  ~spawn_attributes() { posix_spawnattr_destroy(&attr_); }
-  posix_spawnattr_t* get() noexcept { return &attr_; }
+  spawn_object(const spawn_object&) = delete;
+  spawn_object& operator=(const spawn_object&) = delete;
+  spawn_object(spawn_object&&) = delete;
+  spawn_object& operator=(spawn_object&&) = delete;
+  ~spawn_object() { Destroy(&value_); }
+  T* get() noexcept { return &value_; }
 
  private:
-  posix_spawnattr_t attr_;
+  T value_;
 };
 
-class spawn_actions {
- public:
-  spawn_actions() {
-    if (const int rc = posix_spawn_file_actions_init(&actions_); rc != 0)
-      throw std::system_error(rc, std::generic_category(), "posix_spawn_file_actions_init");
-  }
-  spawn_actions(const spawn_actions&) = delete;
-  spawn_actions& operator=(const spawn_actions&) = delete;
-  spawn_actions(spawn_actions&&) = delete;
-  spawn_actions& operator=(spawn_actions&&) = delete;
-  ~spawn_actions() { posix_spawn_file_actions_destroy(&actions_); }
-  posix_spawn_file_actions_t* get() noexcept { return &actions_; }
-
- private:
-  posix_spawn_file_actions_t actions_;
-};
+constexpr char attr_init_name[] = "posix_spawnattr_init";
+constexpr char actions_init_name[] = "posix_spawn_file_actions_init";
+using spawn_attributes =
+    spawn_object<posix_spawnattr_t, posix_spawnattr_init, posix_spawnattr_destroy, attr_init_name>;
+using spawn_actions = spawn_object<posix_spawn_file_actions_t, posix_spawn_file_actions_init,
+                                   posix_spawn_file_actions_destroy, actions_init_name>;
 
 void check_spawn(int rc, const char* what) {
   if (rc != 0) throw std::system_error(rc, std::generic_category(), what);

@@ -10,18 +10,16 @@
 
 #include <date/date.h>
 
+#include "sched/util.hpp"
+#include "sluice/enum_names.hpp"
+
 namespace sluice::sched {
 namespace {
 
 using std::chrono::nanoseconds;
 using std::chrono::seconds;
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using detail::lower;
 
 std::string quoted(std::string_view s) {
   return "'" + std::string{s} + "'";
@@ -102,24 +100,34 @@ schedule parse_interval_spec(std::string_view spec) {
 
 }  // namespace
 
+namespace {
+
+constexpr std::array<std::string_view, 3> kind_names{"once", "interval", "cron"};
+constexpr std::array<std::string_view, 3> policy_names{"coalesce", "catch_up", "skip"};
+
+// The enumerator `names` spells as `text`, case-insensitively, or `alias_of` for `alias`;
+// otherwise schedule_error "<what> '<text>' is not one of <names>".
+template <class Enum, std::size_t N>
+Enum parse_name(std::string_view what, std::string_view text,
+                const std::array<std::string_view, N>& names, std::string_view alias,
+                Enum alias_of) {
+  const auto folded = lower(text);
+  if (folded == alias) return alias_of;
+  if (const auto e = enum_from_name<Enum>(names, folded)) return *e;
+  std::string list;
+  for (const auto name : names)
+    list += (list.empty() ? "" : ", ") + std::string{name};
+  throw schedule_error(std::string{what} + " " + quoted(text) + " is not one of " + list);
+}
+
+}  // namespace
+
 std::string_view to_string(schedule_kind kind) noexcept {
-  switch (kind) {
-    case schedule_kind::once:
-      return "once";
-    case schedule_kind::interval:
-      return "interval";
-    case schedule_kind::cron:
-      return "cron";
-  }
-  return "?";
+  return enum_name<schedule_kind::cron>(kind, kind_names);
 }
 
 schedule_kind parse_schedule_kind(std::string_view text) {
-  const auto k = lower(text);
-  if (k == "once") return schedule_kind::once;
-  if (k == "interval" || k == "every") return schedule_kind::interval;
-  if (k == "cron") return schedule_kind::cron;
-  throw schedule_error("schedule: kind " + quoted(text) + " is not one of once, interval, cron");
+  return parse_name("schedule: kind", text, kind_names, "every", schedule_kind::interval);
 }
 
 std::string format_timestamp(time_point t) {
@@ -385,24 +393,11 @@ bool operator==(const schedule& a, const schedule& b) noexcept {
 }
 
 std::string_view to_string(misfire_policy policy) noexcept {
-  switch (policy) {
-    case misfire_policy::coalesce:
-      return "coalesce";
-    case misfire_policy::catch_up:
-      return "catch_up";
-    case misfire_policy::skip:
-      return "skip";
-  }
-  return "?";
+  return enum_name<misfire_policy::skip>(policy, policy_names);
 }
 
 misfire_policy parse_misfire_policy(std::string_view text) {
-  const auto p = lower(text);
-  if (p == "coalesce") return misfire_policy::coalesce;
-  if (p == "catch_up" || p == "catch-up") return misfire_policy::catch_up;
-  if (p == "skip") return misfire_policy::skip;
-  throw schedule_error("misfire policy " + quoted(text) +
-                       " is not one of coalesce, catch_up, skip");
+  return parse_name("misfire policy", text, policy_names, "catch-up", misfire_policy::catch_up);
 }
 
 namespace {

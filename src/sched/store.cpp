@@ -1,6 +1,7 @@
 #include "sluice/sched/store.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <chrono>
 #include <stdexcept>
@@ -8,6 +9,7 @@
 #include "sched/migrations_data.hpp"
 #include "sched/queries.hpp"
 #include "sched/util.hpp"
+#include "sluice/enum_names.hpp"
 #include "sluice/pg/connection.hpp"
 
 namespace sluice::sched {
@@ -98,15 +100,8 @@ migration_status store::migrate() {
 }
 
 std::string_view to_string(add_outcome outcome) noexcept {
-  switch (outcome) {
-    case add_outcome::created:
-      return "created";
-    case add_outcome::existing:
-      return "existing";
-    case add_outcome::replaced:
-      return "replaced";
-  }
-  return "?";
+  static constexpr std::array<std::string_view, 3> names{"created", "existing", "replaced"};
+  return enum_name<add_outcome::replaced>(outcome, names);
 }
 
 namespace {

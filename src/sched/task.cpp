@@ -1,42 +1,27 @@
 #include "sluice/sched/task.hpp"
 
+#include <array>
 #include <chrono>
 #include <regex>
 #include <stdexcept>
 #include <string>
 
+#include "sluice/enum_names.hpp"
+
 namespace sluice::sched {
 
+namespace {
+constexpr std::array<std::string_view, 9> state_names{"scheduled", "available", "running",
+                                                      "retryable", "succeeded", "failed",
+                                                      "cancelled", "paused",    "blocked"};
+}  // namespace
+
 std::string_view to_string(task_state s) noexcept {
-  switch (s) {
-    case task_state::scheduled:
-      return "scheduled";
-    case task_state::available:
-      return "available";
-    case task_state::running:
-      return "running";
-    case task_state::retryable:
-      return "retryable";
-    case task_state::succeeded:
-      return "succeeded";
-    case task_state::failed:
-      return "failed";
-    case task_state::cancelled:
-      return "cancelled";
-    case task_state::paused:
-      return "paused";
-    case task_state::blocked:
-      return "blocked";
-  }
-  return "?";
+  return enum_name<task_state::blocked>(s, state_names);
 }
 
 task_state parse_task_state(std::string_view text) {
-  for (const auto s : {task_state::scheduled, task_state::available, task_state::running,
-                       task_state::retryable, task_state::succeeded, task_state::failed,
-                       task_state::cancelled, task_state::paused, task_state::blocked}) {
-    if (to_string(s) == text) return s;
-  }
+  if (const auto s = enum_from_name<task_state>(state_names, text)) return *s;
   throw std::invalid_argument(
       "unknown task state '" + std::string(text) +
       "' (scheduled, available, running, retryable, succeeded, failed, cancelled, paused, "

@@ -14,6 +14,9 @@ namespace sluice::sched::detail {
 // Replaces every "{s}" in `sql` with the quoted schema identifier.
 std::string with_schema(std::string_view sql, std::string_view schema);
 
+// `s` with ASCII letters in lower case (schedule kinds, policies, cron names).
+std::string lower(std::string_view s);
+
 // JSON string literal (with quotes) for `text`.
 std::string json_quote(std::string_view text);
 
