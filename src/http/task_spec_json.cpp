@@ -244,7 +244,7 @@ sched::task_spec task_spec_from_json(const json& body, const spec_defaults& defa
       "",
       {"id", "state", "next_run_at", "attempt", "claim_token", "claimed_by", "claimed_at",
        "lease_until", "fire_time", "last_error", "last_run_at", "last_success_at",
-       "consecutive_failures", "runs", "created_at", "updated_at"});
+       "consecutive_failures", "runs", "created_at", "updated_at", "upstream", "downstream"});
   sched::task_spec spec;
   const auto type = body.find("type");
   if (type == body.end()) bad("type: required (the handler to run, e.g. \"sql\" or \"http\")");

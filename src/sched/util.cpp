@@ -7,13 +7,6 @@
 
 namespace sluice::sched::detail {
 
-std::string lower(std::string_view s) {
-  std::string out{s};
-  for (auto& c : out)
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::string with_schema(std::string_view sql, std::string_view schema) {
   const std::string quoted =
       "\"" + std::string(schema) + "\"";  // schema names are validated identifiers
